@@ -1,0 +1,181 @@
+"""Connecting to PostgreSQL: one engine per process, clear errors, the schema check."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from .dsn import describe, mask_text, mask_url, normalize_url, resolve_url
+from .errors import ConnectionProblem, SchemaProblem
+from .models import REQUIRED_COLUMNS
+
+log = logging.getLogger(__name__)
+
+DEMO_MARKER = "qsnap demo database"
+
+
+def server_reason(exc: BaseException) -> str:
+    """The server's own words for an error, first line, without secrets."""
+    orig = getattr(exc, "orig", None) or exc
+    message = str(orig).strip().splitlines()
+    return message[0] if message else type(orig).__name__
+
+
+@dataclass
+class Database:
+    """A connected database: the URL (never printed unmasked) and its engine."""
+
+    url: URL
+    engine: Engine
+    is_demo: bool = False
+    read_only: bool = False
+    privileges: set[str] = field(default_factory=set)
+
+    @property
+    def display(self) -> str:
+        return mask_url(self.url)
+
+    @property
+    def where(self) -> str:
+        return describe(self.url)
+
+    def error_text(self, exc: BaseException) -> str:
+        return mask_text(server_reason(exc), self.url)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def make_engine(url: URL, *, read_only: bool = False, pool_size: int = 8) -> Engine:
+    connect_args: dict[str, object] = {"connect_timeout": 10, "application_name": "qsnap"}
+    if read_only:
+        connect_args["options"] = (
+            url.query.get("options", "") + " -c default_transaction_read_only=on"
+        ).strip()
+        url = url.difference_update_query(["options"])
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=pool_size,
+        max_overflow=pool_size * 2,
+        connect_args=connect_args,
+    )
+
+
+def open_database(
+    dsn: str | None = None,
+    *,
+    check_schema: bool = True,
+    read_only: bool = False,
+    embedded_ok: bool = True,
+) -> Database:
+    """Connect to the URL the operator gave, or to the embedded demo database."""
+    raw = resolve_url(dsn)
+    is_demo = False
+    if raw is None:
+        if not embedded_ok:
+            raise ConnectionProblem("no database URL given (--dsn, QSNAP_DATABASE_URL, DATABASE_URL)")
+        from .embedded import ensure_demo_database
+
+        raw = ensure_demo_database()
+        is_demo = True
+    url = normalize_url(raw)
+    engine = make_engine(url, read_only=read_only)
+    db = Database(url=url, engine=engine, is_demo=is_demo, read_only=read_only)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+            if check_schema:
+                verify_schema(conn)
+            db.privileges = write_privileges(conn)
+            if not is_demo:
+                db.is_demo = is_qsnap_demo(conn)
+    except OperationalError as exc:
+        engine.dispose()
+        raise ConnectionProblem(f"cannot connect to {db.where}: {db.error_text(exc)}") from None
+    except SchemaProblem:
+        engine.dispose()
+        raise
+    except DBAPIError as exc:
+        engine.dispose()
+        raise ConnectionProblem(f"database error on {db.where}: {db.error_text(exc)}") from None
+    return db
+
+
+def missing_schema(conn) -> list[str]:
+    """What DOMAIN.md needs that the database lacks, as 'table' or 'table.column' names."""
+    rows = conn.execute(
+        text(
+            "select table_name, column_name from information_schema.columns "
+            "where table_schema = any(current_schemas(false)) and table_name = any(:tables)"
+        ),
+        {"tables": list(REQUIRED_COLUMNS)},
+    ).all()
+    present: dict[str, set[str]] = {}
+    for table, column in rows:
+        present.setdefault(table, set()).add(column)
+    missing: list[str] = []
+    for table, columns in REQUIRED_COLUMNS.items():
+        if table not in present:
+            missing.append(table)
+            continue
+        missing.extend(f"{table}.{c}" for c in columns if c not in present[table])
+    return missing
+
+
+def verify_schema(conn) -> None:
+    missing = missing_schema(conn)
+    if missing:
+        tables = [m for m in missing if "." not in m]
+        columns = [m for m in missing if "." in m]
+        parts = []
+        if tables:
+            parts.append("missing tables: " + ", ".join(tables))
+        if columns:
+            parts.append("missing columns: " + ", ".join(columns))
+        raise SchemaProblem(
+            "this database does not hold the Qlarius tables qsnap needs (" + "; ".join(parts) + ")"
+        )
+
+
+def is_qsnap_demo(conn) -> bool:
+    marker = conn.execute(
+        text("select obj_description(to_regclass('targets'), 'pg_class')")
+    ).scalar()
+    return marker == DEMO_MARKER
+
+
+_WRITE_CHECKS = {
+    "UPDATE target_populations(matching_tags_snapshot)": "select has_column_privilege("
+    "'target_populations', 'matching_tags_snapshot', 'UPDATE')",
+    "INSERT on target_populations": "select has_table_privilege('target_populations', 'INSERT')",
+    "DELETE on target_populations": "select has_table_privilege('target_populations', 'DELETE')",
+    "UPDATE targets(population_status)": "select has_column_privilege("
+    "'targets', 'population_status', 'UPDATE')",
+}
+
+
+def write_privileges(conn) -> set[str]:
+    """Write privileges the role holds, so the window can disable what it may not do."""
+    if conn.execute(text("show transaction_read_only")).scalar() == "on":
+        return set()
+    held = set()
+    for name, sql in _WRITE_CHECKS.items():
+        try:
+            if conn.execute(text(sql)).scalar():
+                held.add(name)
+        except DBAPIError:
+            conn.rollback()
+    return held
+
+
+def missing_privileges(db: Database, *needed: str) -> list[str]:
+    return [n for n in needed if n not in db.privileges]
+
+
+SNAPSHOT_PRIVILEGES = ("UPDATE target_populations(matching_tags_snapshot)",)
+POPULATE_PRIVILEGES = tuple(_WRITE_CHECKS)

@@ -1,0 +1,736 @@
+"""The demo data set: deterministic for a seed, shaped like a real Qlarius database.
+
+Catalogue rows (traits, groups, targets, bands) are made in Python from ``random.Random(seed)``;
+the bulk (me_files, tags, populations, snapshots) is made in PostgreSQL with INSERT … SELECT
+over generate_series and a seeded hash, so a million me_files never pass through Python.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, Engine, insert, text
+
+from .models import (
+    MeFileTag,
+    Target,
+    TargetBand,
+    TargetBandTraitGroup,
+    Trait,
+    TraitGroup,
+    TraitGroupTrait,
+)
+from .population import apply_membership
+from .schema import create_demo_schema
+from .snapshots import snapshot_select_sql
+
+log = logging.getLogger(__name__)
+
+BASE_TIME = datetime(2025, 3, 1, 9, 0, 0)
+
+# (parent name, display order, kind, children); kind: single answer, multi select or zip.
+CATALOGUE: list[tuple[str, int, str, list[str]]] = [
+    ("Home Own/Rent", 1, "single", ["Own", "Rent", "Live with family"]),
+    ("Home Zip Code", 1, "zip", []),
+    (
+        "Home Properties",
+        2,
+        "multi",
+        [
+            "Multi-story",
+            "Central Heat/AC",
+            "Fireplace - Gas",
+            "Fireplace - Wood",
+            "Pool",
+            "Basement",
+            "Garage",
+            "Solar Panels",
+            "Deck/Patio",
+            "Finished Attic",
+        ],
+    ),
+    (
+        "Home Type",
+        2,
+        "single",
+        ["Single Family", "Condo", "Duplex", "Townhouse", "Apartment", "Mobile Home"],
+    ),
+    (
+        "Home Fashion/Styles",
+        1011,
+        "multi",
+        [
+            "Casual",
+            "Contemporary",
+            "Traditional",
+            "Rustic",
+            "Minimalist",
+            "Bohemian",
+            "English Country",
+            "Mid-Century",
+            "Industrial",
+            "Coastal",
+            "Farmhouse",
+        ],
+    ),
+    ("Gender", 3, "single", ["Male", "Female", "Non-binary"]),
+    ("Age Range", 3, "single", ["18-24", "25-34", "35-44", "45-54", "55-64", "65+"]),
+    (
+        "Household Income",
+        4,
+        "single",
+        ["Under $25k", "$25k-$50k", "$50k-$75k", "$75k-$100k", "$100k-$150k", "$150k+"],
+    ),
+    (
+        "Education",
+        5,
+        "single",
+        ["High School", "Some College", "Bachelor's", "Master's", "Doctorate"],
+    ),
+    ("Marital Status", 5, "single", ["Single", "Married", "Divorced", "Widowed"]),
+    ("Children in Household", 6, "single", ["None", "1", "2", "3", "4+"]),
+    ("Pets", 7, "multi", ["Dog", "Cat", "Fish", "Bird", "Reptile", "Horse"]),
+    ("Vehicle Type", 8, "single", ["Sedan", "SUV", "Truck", "Minivan", "EV", "No vehicle"]),
+    (
+        "Employment Status",
+        9,
+        "single",
+        ["Full-time", "Part-time", "Self-employed", "Retired", "Student"],
+    ),
+    (
+        "Occupation",
+        10,
+        "single",
+        [
+            "Teacher",
+            "Nurse",
+            "Engineer",
+            "Sales",
+            "Trades",
+            "Manager",
+            "Artist",
+            "Driver",
+            "Clerk",
+            "Developer",
+            "Chef",
+            "Lawyer",
+            "Farmer",
+            "Scientist",
+            "Other",
+        ],
+    ),
+    (
+        "Sports Interests",
+        11,
+        "multi",
+        [
+            "Baseball",
+            "Basketball",
+            "Football",
+            "Soccer",
+            "Hockey",
+            "Tennis",
+            "Golf",
+            "Running",
+            "Cycling",
+            "Swimming",
+            "Skiing",
+            "Climbing",
+        ],
+    ),
+    (
+        "Music Genres",
+        12,
+        "multi",
+        [
+            "Rock",
+            "Pop",
+            "Jazz",
+            "Classical",
+            "Hip-Hop",
+            "Country",
+            "Electronic",
+            "Folk",
+            "Blues",
+            "Metal",
+            "R&B",
+            "Latin",
+        ],
+    ),
+    ("Travel Frequency", 13, "single", ["Never", "Yearly", "Quarterly", "Monthly"]),
+    (
+        "Dining Preferences",
+        14,
+        "multi",
+        ["Fast food", "Casual dining", "Fine dining", "Vegan", "Takeout", "Home cooking"],
+    ),
+    ("Shopping Channels", 15, "multi", ["Online", "Big box", "Boutique", "Thrift", "Catalog"]),
+    ("Smartphone OS", 16, "single", ["iOS", "Android", "Other"]),
+    (
+        "Streaming Services",
+        17,
+        "multi",
+        ["Netflix", "Hulu", "Disney+", "Max", "Prime Video", "None"],
+    ),
+    ("Fitness Activity", 18, "single", ["Daily", "Weekly", "Rarely", "Never"]),
+    ("Diet", 19, "single", ["Omnivore", "Vegetarian", "Vegan", "Keto", "Pescatarian"]),
+    (
+        "Languages Spoken",
+        20,
+        "multi",
+        ["English", "Spanish", "French", "Mandarin", "Portuguese", "Arabic"],
+    ),
+    ("Commute Mode", 21, "single", ["Car", "Transit", "Bike", "Walk", "Remote"]),
+    ("News Sources", 22, "multi", ["TV", "Newspaper", "Podcasts", "Social media", "Radio"]),
+    ("Charitable Giving", 23, "single", ["None", "Occasional", "Monthly", "Major donor"]),
+    (
+        "Investment Types",
+        24,
+        "multi",
+        ["Stocks", "Bonds", "Real estate", "Crypto", "Retirement plan"],
+    ),
+    ("Credit Card Usage", 25, "single", ["None", "One card", "Several cards", "Rewards maximizer"]),
+    ("Health Insurance", 26, "single", ["Employer", "Private", "Medicare", "Medicaid", "None"]),
+    (
+        "Hobbies",
+        27,
+        "multi",
+        [
+            "Gardening",
+            "Cooking",
+            "Photography",
+            "Knitting",
+            "Woodworking",
+            "Painting",
+            "Fishing",
+            "Hunting",
+            "Camping",
+            "Board games",
+            "Reading",
+            "Writing",
+            "Birding",
+            "Collecting",
+            "DIY",
+        ],
+    ),
+    (
+        "Social Media Use",
+        28,
+        "multi",
+        ["Facebook", "Instagram", "TikTok", "X", "LinkedIn", "Reddit"],
+    ),
+    ("Coffee Consumption", 29, "single", ["None", "1 cup", "2-3 cups", "4+ cups"]),
+    ("Gaming Platforms", 30, "multi", ["PC", "PlayStation", "Xbox", "Switch", "Mobile"]),
+    (
+        "Book Genres",
+        31,
+        "multi",
+        ["Mystery", "Sci-Fi", "Romance", "History", "Biography", "Fantasy"],
+    ),
+    ("Outdoor Activities", 32, "multi", ["Hiking", "Kayaking", "Hunting", "Beach", "Camping"]),
+    (
+        "Favorite Snacks",
+        33,
+        "multi",
+        [
+            "Chips & Salsa",
+            'Grandma\'s "Cookies"',
+            "100% Juice",
+            "Back\\slash Bars",
+            "Ice cream \U0001f366",
+        ],
+    ),
+    ("Phone Carrier", 34, "single", ["Verizon", "AT&T", "T-Mobile", "Other"]),
+    (
+        "Home Value",
+        35,
+        "single",
+        ["Under $100k", "$100k-$250k", "$250k-$500k", "$500k-$1M", "Over $1M"],
+    ),
+]
+
+FIRST_NAMES = [
+    "Ava",
+    "Ben",
+    "Carla",
+    "Dev",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ines",
+    "Jon",
+    "Kemi",
+    "Liam",
+    "Maya",
+    "Noor",
+    "Oscar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tariq",
+    "Uma",
+    "Victor",
+    "Wen",
+    "Xavier",
+    "Yara",
+    "Zoë",
+    "Seán",
+    "D'Andre",
+]
+LAST_NAMES = [
+    "Anders",
+    "Brooks",
+    "Chen",
+    "Diaz",
+    "Evans",
+    "Fischer",
+    "Garcia",
+    "Hughes",
+    "Ibrahim",
+    "Jones",
+    "Kim",
+    "Lopez",
+    "Miller",
+    "Nguyen",
+    "O'Brien",
+    "Patel",
+    "Quinn",
+    "Rossi",
+    "Smith",
+    "Tanaka",
+    "Usman",
+    "Vargas",
+    "Walsh",
+    "Xu",
+    "Young",
+    "Zimmer",
+    "100% Real",
+    "Émoji \U0001f389",
+]
+
+
+@dataclass(frozen=True)
+class DemoSpec:
+    me_files: int = 10_000
+    seed: int = 42
+    zips: int = 3000
+    targets: int | None = None
+    bands_per_target: int | None = None
+
+
+@dataclass(frozen=True)
+class DemoStats:
+    me_files: int
+    tags: int
+    targets: int
+    bands: int
+    populations: int
+    seconds: float
+
+
+ProgressFn = Callable[[str], None]
+
+
+def _h(seed: int, salt: int, expr: str = "m.id") -> str:
+    """SQL for a deterministic pseudo-random int in [0, 2^31) from (seed, salt, expr)."""
+    return f"(hashint8extended({expr}, {seed * 7919 + salt}) & 2147483647)"
+
+
+def generate_demo(
+    engine: Engine, spec: DemoSpec, *, reset: bool = False, progress: ProgressFn | None = None
+) -> DemoStats:
+    """Create the schema and fill it; the database must be empty or a qsnap demo (reset)."""
+    say = progress or log.info
+    started = time.monotonic()
+    rng = random.Random(spec.seed)
+    with engine.begin() as conn:
+        create_demo_schema(conn, reset=reset)
+    with engine.begin() as conn:
+        conn.execute(text("set local synchronous_commit = off"))
+        parents = _insert_traits(conn, rng, spec)
+        say(f"traits: {len(parents)} parents")
+    with engine.begin() as conn:
+        conn.execute(text("set local synchronous_commit = off"))
+        _insert_me_files(conn, spec)
+        tags = _insert_tags(conn, spec, parents)
+        say(f"me_files: {spec.me_files}, tags: {tags}")
+    with engine.begin() as conn:
+        targets = _insert_targets(conn, rng, spec, parents)
+    conn_targets = [t for t, _status in targets]
+    populations = 0
+    for target_id, status in targets:
+        if status == "not_populated":
+            continue
+        with engine.begin() as conn:
+            conn.execute(text("set local synchronous_commit = off"))
+            populations += apply_membership(conn, target_id).total
+            _fill_snapshots(conn, spec, target_id)
+            conn.execute(
+                text(
+                    "update targets set population_status = :s, last_populated_at = :at "
+                    "where id = :t"
+                ),
+                {"s": status, "t": target_id, "at": BASE_TIME + timedelta(days=target_id)},
+            )
+        say(f"target {target_id}: populated")
+    with engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        conn.execute(text("vacuum analyze"))
+        bands = conn.execute(text("select count(*) from target_bands")).scalar_one()
+    stats = DemoStats(
+        spec.me_files, tags, len(conn_targets), bands, populations, time.monotonic() - started
+    )
+    say(
+        f"demo data ready: {stats.me_files} me_files, {stats.tags} tags, {stats.targets} "
+        f"targets, {stats.bands} bands, {stats.populations} populations in {stats.seconds:.1f}s"
+    )
+    return stats
+
+
+def _audit(ts: datetime) -> dict[str, object]:
+    return {"added_date": ts, "modified_date": ts, "added_by": 1, "modified_by": 1}
+
+
+@dataclass(frozen=True)
+class _Parent:
+    id: int
+    name: str
+    kind: str
+    children: tuple[int, ...]
+    values: tuple[str, ...]
+
+
+def _insert_traits(conn: Connection, rng: random.Random, spec: DemoSpec) -> list[_Parent]:
+    rows: list[dict[str, object]] = []
+    parents: list[_Parent] = []
+    next_id = 1
+    for name, order, kind, children in CATALOGUE:
+        parent_id = next_id
+        next_id += 1
+        rows.append(
+            {
+                "id": parent_id,
+                "trait_name": name,
+                "display_order": order,
+                "parent_trait_id": None,
+                "is_active": "1",
+                "input_type": kind,
+                **_audit(BASE_TIME),
+            }
+        )
+        if kind == "zip":
+            zips = sorted(rng.sample(range(1001, 99951), spec.zips))
+            values = [f"{z:05d}" for z in zips]
+            orders = zips
+        else:
+            values = children
+            orders = [i + 1 for i in range(len(children))]
+            if len(children) > 3:
+                tie = rng.randrange(1, len(children))
+                orders[tie] = orders[tie - 1]
+        ids = []
+        for value, child_order in zip(values, orders, strict=True):
+            rows.append(
+                {
+                    "id": next_id,
+                    "trait_name": value,
+                    "display_order": child_order,
+                    "parent_trait_id": parent_id,
+                    "is_active": "1",
+                    "input_type": None,
+                    **_audit(BASE_TIME),
+                }
+            )
+            ids.append(next_id)
+            next_id += 1
+        parents.append(_Parent(parent_id, name, kind, tuple(ids), tuple(values)))
+    orphan_parent = next_id + 1000
+    rows.append(
+        {
+            "id": next_id,
+            "trait_name": "Orphaned answer",
+            "display_order": 1,
+            "parent_trait_id": orphan_parent,
+            "is_active": "0",
+            "input_type": None,
+            **_audit(BASE_TIME),
+        }
+    )
+    conn.execute(insert(Trait), rows)
+    conn.execute(text("select setval(pg_get_serial_sequence('traits', 'id'), :v)"), {"v": next_id})
+    return parents
+
+
+def _insert_me_files(conn: Connection, spec: DemoSpec) -> None:
+    conn.execute(
+        text(
+            f"""
+            insert into me_files (id, display_name, created_at, updated_at)
+            select m.id,
+                   (cast(:first as text[]))[1 + {_h(spec.seed, 1)} % :nf] || ' ' ||
+                   (cast(:last as text[]))[1 + {_h(spec.seed, 2)} % :nl],
+                   :base + make_interval(secs => {_h(spec.seed, 3)} % 31536000),
+                   :base + make_interval(secs => {_h(spec.seed, 3)} % 31536000)
+            from generate_series(1, :n) as m(id)
+            """
+        ),
+        {
+            "first": FIRST_NAMES,
+            "last": LAST_NAMES,
+            "nf": len(FIRST_NAMES),
+            "nl": len(LAST_NAMES),
+            "n": spec.me_files,
+            "base": BASE_TIME,
+        },
+    )
+    conn.execute(
+        text("select setval(pg_get_serial_sequence('me_files', 'id'), :v)"), {"v": spec.me_files}
+    )
+
+
+def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> int:
+    """Single answers (most parents), one zip each, and 0-4 picks of each multi-select parent."""
+    conn.execute(
+        text(
+            "create temp table demo_parents (pid bigint, kind text, salt int, "
+            "children bigint[], vals text[], n int, pct int) on commit drop"
+        )
+    )
+    conn.execute(
+        text("insert into demo_parents values (:pid, :kind, :salt, :children, :vals, :n, :pct)"),
+        [
+            {
+                "pid": p.id,
+                "kind": p.kind,
+                "salt": 100 + i,
+                "children": list(p.children),
+                "vals": list(p.values),
+                "n": len(p.children),
+                "pct": 55 + (i * 37) % 40,
+            }
+            for i, p in enumerate(parents)
+        ],
+    )
+    for index in MeFileTag.__table__.indexes:
+        index.drop(conn)
+    seed = spec.seed
+    pick = f"1 + {_h(seed, 0, 'm.id * 97 + dp.salt')} % dp.n"
+    conn.execute(
+        text(
+            f"""
+            insert into me_file_tags
+                (me_file_id, trait_id, tag_value, added_date, modified_date, added_by, modified_by)
+            select m.id, dp.children[c.i],
+                   case when dp.kind = 'zip' and {_h(seed, 5)} % 400 = 0 then null
+                        when dp.kind = 'zip' and {_h(seed, 6)} % 400 = 0 then ''
+                        else dp.vals[c.i] end,
+                   :base, :base, 1, 1
+            from generate_series(1, :n) as m(id)
+            cross join demo_parents dp
+            cross join lateral (select {pick} as i) c
+            where dp.kind = 'zip'
+               or (dp.kind = 'single' and {_h(seed, 0, "m.id * 31 + dp.salt")} % 100 < dp.pct)
+            """
+        ),
+        {"n": spec.me_files, "base": BASE_TIME},
+    )
+    conn.execute(
+        text(
+            f"""
+            insert into me_file_tags
+                (me_file_id, trait_id, tag_value, added_date, modified_date, added_by, modified_by)
+            select m.id, dp.children[1 + (s.start + j.k) % dp.n], dp.vals[1 + (s.start + j.k) % dp.n],
+                   :base, :base, 1, 1
+            from generate_series(1, :n) as m(id)
+            cross join demo_parents dp
+            cross join lateral (
+                select {_h(seed, 0, "m.id * 53 + dp.salt")} % dp.n as start,
+                       {_h(seed, 0, "m.id * 71 + dp.salt")} % 4 as picks
+            ) s
+            cross join lateral generate_series(0, least(s.picks, dp.n) - 1) as j(k)
+            where dp.kind = 'multi'
+            """
+        ),
+        {"n": spec.me_files, "base": BASE_TIME},
+    )
+    for index in MeFileTag.__table__.indexes:
+        index.create(conn)
+    return conn.execute(text("select count(*) from me_file_tags")).scalar_one()
+
+
+TARGET_NAMES = [
+    "Cambridge Renters",
+    "Suburban Homeowners",
+    "Pet Lovers \U0001f43e",
+    'Young "Urban" Professionals',
+    "100% Outdoor Adventurers",
+    "Home Décor Enthusiasts",
+]
+
+
+def _insert_targets(
+    conn: Connection, rng: random.Random, spec: DemoSpec, parents: list[_Parent]
+) -> list[tuple[int, str]]:
+    """Targets of 2-4 nested bands; each band adds 1-2 trait groups to the one outside it."""
+    count = spec.targets or rng.randint(4, 6)
+    by_name = {p.name: p for p in parents}
+    usable = [p for p in parents if p.kind != "zip"]
+    targets: list[tuple[int, str]] = []
+    group_id = 0
+    band_id = 0
+    link_rows: list[dict[str, object]] = []
+    band_group_rows: list[dict[str, object]] = []
+    for t in range(count):
+        target_id = t + 1
+        title = TARGET_NAMES[t % len(TARGET_NAMES)]
+        status = "populated"
+        if t == count - 1 and count >= 4:
+            status = "not_populated"
+        elif t == 2:
+            status = "populating"
+        conn.execute(
+            insert(Target),
+            {
+                "id": target_id,
+                "title": title,
+                "description": f"Demo audience {target_id}",
+                "marketer_id": 1 + t % 2,
+                "population_status": "not_populated",
+                "last_populated_at": None,
+                "created_at": BASE_TIME,
+                "updated_at": BASE_TIME,
+            },
+        )
+        targets.append((target_id, status))
+        nbands = spec.bands_per_target or rng.randint(2, 4)
+        chosen = rng.sample(usable, 2 * nbands)
+        if t == 0:
+            chosen[0] = by_name["Home Own/Rent"]
+        groups_so_far: list[int] = []
+        for b in range(nbands):
+            for parent in chosen[2 * b : 2 * b + (1 if b == 0 else rng.randint(1, 2))]:
+                group_id += 1
+                share = max(1, round(len(parent.children) * rng.uniform(0.5, 0.85)))
+                picked = rng.sample(parent.children, share)
+                conn.execute(
+                    insert(TraitGroup),
+                    {
+                        "id": group_id,
+                        "title": f"{parent.name}: {share} of {len(parent.children)}",
+                        "description": None,
+                        "parent_trait_id": parent.id,
+                        "marketer_id": 1,
+                        "deactivated_at": None,
+                        "created_at": BASE_TIME,
+                        "updated_at": BASE_TIME,
+                    },
+                )
+                link_rows.extend(
+                    {
+                        "trait_group_id": group_id,
+                        "trait_id": trait_id,
+                        "created_at": BASE_TIME,
+                        "updated_at": BASE_TIME,
+                    }
+                    for trait_id in picked
+                )
+                groups_so_far.append(group_id)
+            band_id += 1
+            innermost = b == nbands - 1
+            conn.execute(
+                insert(TargetBand),
+                {
+                    "id": band_id,
+                    "target_id": target_id,
+                    "title": "Bullseye" if innermost else f"Ring {nbands - 1 - b}",
+                    "description": None,
+                    "is_bullseye": "1" if innermost else "0",
+                    "created_at": BASE_TIME,
+                    "updated_at": BASE_TIME,
+                },
+            )
+            band_group_rows.extend(
+                {
+                    "target_band_id": band_id,
+                    "trait_group_id": g,
+                    "created_at": BASE_TIME,
+                    "updated_at": BASE_TIME,
+                }
+                for g in groups_so_far
+            )
+    link_rows.append(
+        {"trait_group_id": 1, "trait_id": 999_999, "created_at": BASE_TIME, "updated_at": BASE_TIME}
+    )
+    conn.execute(insert(TraitGroupTrait), link_rows)
+    conn.execute(insert(TargetBandTraitGroup), band_group_rows)
+    for table, value in (("targets", count), ("target_bands", band_id), ("trait_groups", group_id)):
+        conn.execute(
+            text(f"select setval(pg_get_serial_sequence('{table}', 'id'), :v)"), {"v": value}
+        )
+    return targets
+
+
+def _fill_snapshots(conn: Connection, spec: DemoSpec, target_id: int) -> None:
+    """Good envelopes for most rows, a few of every broken shape, the rest NULL (per mille)."""
+    band_ids = (
+        conn.execute(text("select id from target_bands where target_id = :t"), {"t": target_id})
+        .scalars()
+        .all()
+    )
+    bucket = f"({_h(spec.seed, 9, 'tp.id')} % 1000)"
+    for band_id in band_ids:
+        rows_sql = (
+            "select tp.id, tp.me_file_id from target_populations tp "
+            f"where tp.target_band_id = :band and {bucket} < 640"
+        )
+        conn.execute(
+            text(
+                f"update target_populations tp set matching_tags_snapshot = s.snap "
+                f"from ({snapshot_select_sql(rows_sql)}) s where tp.id = s.id"
+            ),
+            {"band": band_id},
+        )
+    broken = {
+        "bare": (f"{bucket} between 600 and 619", "tp.matching_tags_snapshot -> 'tags'"),
+        "null_values": (
+            f"{bucket} between 620 and 629",
+            """jsonb_build_object('tags', (
+                select jsonb_agg(case when e.ord = 1 then jsonb_build_array(e.p -> 0, e.p -> 1,
+                    e.p -> 2, (select jsonb_agg(jsonb_build_array(c -> 0, null, c -> 2))
+                               from jsonb_array_elements(e.p -> 3) c)) else e.p end
+                       order by e.ord)
+                from jsonb_array_elements(tp.matching_tags_snapshot -> 'tags')
+                     with ordinality as e(p, ord)))""",
+        ),
+        "legacy": (
+            f"{bucket} between 630 and 634",
+            """jsonb_build_object('snapshot_at', '2024-06-01T12:00:00Z', 'tags', coalesce((
+                select jsonb_agg(jsonb_build_object('trait_id', c -> 0, 'trait_name', c -> 1,
+                                                    'parent_trait_id', p -> 0))
+                from jsonb_array_elements(tp.matching_tags_snapshot -> 'tags') p,
+                     jsonb_array_elements(p -> 3) c), '[]'::jsonb))""",
+        ),
+        "empty": (f"{bucket} between 635 and 638", "'{}'::jsonb"),
+        "invalid": (
+            f"{bucket} = 639",
+            """(array['"snapshot pending"', '{"tags": "none"}', '[[1, "x"]]',
+                      '{"tags": [[4, "Home Zip Code", 1, [[36566, 2140]]]]}'])
+               [1 + tp.id % 4]::jsonb""",
+        ),
+    }
+    for predicate, value in broken.values():
+        conn.execute(
+            text(
+                f"update target_populations tp set matching_tags_snapshot = {value} "
+                f"from target_bands b where b.id = tp.target_band_id and b.target_id = :t "
+                f"and tp.matching_tags_snapshot is not null and {predicate}"
+            ),
+            {"t": target_id},
+        )

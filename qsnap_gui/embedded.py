@@ -1,0 +1,65 @@
+"""The embedded PostgreSQL server (pgserver) in the user's data folder, seeded with demo data."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+import platformdirs
+
+log = logging.getLogger(__name__)
+
+DEMO_DATABASE = "qsnap_demo"
+
+
+def data_dir() -> Path:
+    """Where the embedded server keeps its files; QSNAP_DATA_DIR overrides (tests, portable use)."""
+    override = os.environ.get("QSNAP_DATA_DIR")
+    path = Path(override) if override else Path(platformdirs.user_data_dir("qsnap", appauthor=False))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def server_url(database: str = "postgres") -> str:
+    """Start (or reuse) the embedded server and return a URL for one of its databases."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import pgserver
+
+        server = pgserver.get_server(data_dir() / "pgdata", cleanup_mode=None)
+    uri = server.get_uri(database)
+    return uri.replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+def create_database(name: str) -> str:
+    """Create a database on the embedded server if it does not exist; return its URL."""
+    import psycopg
+
+    admin = server_url("postgres").replace("postgresql+psycopg://", "postgresql://", 1)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
+        if not exists:
+            conn.execute(f'create database "{name}"')
+    return server_url(name)
+
+
+def ensure_demo_database() -> str:
+    """The URL of the demo database, creating schema and demo data on first start."""
+    from .db import make_engine
+    from .demo import DemoSpec, generate_demo
+    from .dsn import normalize_url
+    from .schema import has_qlarius_tables
+
+    url = create_database(DEMO_DATABASE)
+    engine = make_engine(normalize_url(url), pool_size=2)
+    try:
+        with engine.connect() as conn:
+            seeded = has_qlarius_tables(conn)
+        if not seeded:
+            log.info("seeding the embedded demo database")
+            generate_demo(engine, DemoSpec())
+    finally:
+        engine.dispose()
+    return url
