@@ -265,7 +265,7 @@ def cmd_depopulate(args: argparse.Namespace, db: Database) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, db: Database) -> int:
-    from .inspect import inspect_me_file, render_text
+    from .inspection import inspect_me_file, render_text
     from .queries import parse_id
 
     me_file_id = parse_id(args.me_file_id, "me_file")

@@ -252,6 +252,8 @@ def encode(parents: Iterable[ParentTrait]) -> dict:
 # Structure is checked with strict jsonpath filters on jsonpath types. jsonpath compares numbers
 # by value (3.0 == 3), so "integer" is checked on the text of the collected numbers instead:
 # jsonb prints numbers without exponent, so a "." there means a fraction, as Python sees it.
+# Each check runs in its own CASE arm, never inside AND/OR: a later check may raise on a value
+# an earlier one rejects, and only CASE fixes the order (even for constant folding).
 
 _PARENT_OK = (
     '@.type() == "array" && @.size() == 4 && @[0].type() == "number"'
@@ -269,31 +271,27 @@ _LEGACY_OK = (
     '@.type() == "object" && @.trait_id.type() == "number"'
     ' && @.trait_name.type() == "string" && @.parent_trait_id.type() == "number"'
 )
+_LEGACY_BAD = f"strict $.tags[*] ? (!({_LEGACY_OK}) || ({_LEGACY_OK}) is unknown)"
 
 
-def _tree_bad(root: str, *, blank_is_bad: bool) -> str:
+def _bad_entry(col: str, root: str, *, blank_is_bad: bool) -> str:
     child_bad = f"!({_CHILD_OK})" + (f" || {_BLANK}" if blank_is_bad else "")
-    return f"strict {root}[*] ? (!({_PARENT_OK}) || exists(@[3][*] ? ({child_bad})))"
+    path = f"strict {root}[*] ? (!({_PARENT_OK}) || exists(@[3][*] ? ({child_bad})))"
+    return f"jsonb_path_exists({col}, '{path}')"
 
 
-def _no_match(col: str, path: str) -> str:
-    return f"not jsonb_path_exists({col}, '{path}')"
-
-
-def _whole_numbers(col: str, *paths: str) -> str:
+def _fraction(col: str, *paths: str) -> str:
+    """Some number at these paths has a fraction; the paths must reach only numbers and nulls."""
     arrays = " || ".join(f"jsonb_path_query_array({col}, 'strict {p}')" for p in paths)
-    return f"strpos(({arrays})::text, '.') = 0"
+    return f"strpos(({arrays})::text, '.') > 0"
 
 
-def _tree_ok(col: str, root: str, *, blank_is_bad: bool) -> str:
-    return (
-        f"{_no_match(col, _tree_bad(root, blank_is_bad=blank_is_bad))}"
-        f" and {_whole_numbers(col, f'{root}[*][0,2]', f'{root}[*][3][*][0,2]')}"
-    )
+def _tree_fraction(col: str, root: str) -> str:
+    return _fraction(col, f"{root}[*][0,2]", f"{root}[*][3][*][0,2]")
 
 
 def _not_envelope_form(col: str) -> str:
-    """True for an object that is not {"tags": array}; only valid once col is an object."""
+    """An object that is not {"tags": array}; col must be known to be an object."""
     return (
         f"jsonb_typeof({col} -> 'tags') is distinct from 'array' or {col} - 'tags' <> '{{}}'::jsonb"
     )
@@ -303,37 +301,41 @@ def shape_sql(column: str) -> str:
     """A text expression giving ``decode(column).shape`` for each row, inside PostgreSQL.
 
     ``column`` is a trusted identifier. A jsonb ``null`` reads as None in Python, so it is
-    'missing' here too. CASE keeps each jsonpath from seeing a value it would raise on.
+    'missing' here too. A good envelope costs one jsonpath pass and the number check.
     """
     c = f"({column})"
-    legacy_bad = f"strict $.tags[*] ? (!({_LEGACY_OK}) || ({_LEGACY_OK}) is unknown)"
     return (
         f"case when {c} is null or jsonb_typeof({c}) = 'null' then 'missing'"
         f" when jsonb_typeof({c}) = 'array' then"
-        f" case when {_tree_ok(c, '$', blank_is_bad=False)} then 'bare_array' else 'invalid' end"
+        f" case when {_bad_entry(c, '$', blank_is_bad=False)} then 'invalid'"
+        f" when {_tree_fraction(c, '$')} then 'invalid' else 'bare_array' end"
         f" when jsonb_typeof({c}) <> 'object' then 'invalid'"
         f" when {c} = '{{}}'::jsonb then 'empty_object'"
         f" when {c} ? 'snapshot_at' then"
-        f" case when jsonb_typeof({c} -> 'tags') = 'array' and {_no_match(c, legacy_bad)}"
-        f" and {_whole_numbers(c, '$.tags[*].trait_id', '$.tags[*].parent_trait_id')}"
-        f" then 'legacy_flat' else 'invalid' end"
+        f" case when jsonb_typeof({c} -> 'tags') is distinct from 'array' then 'invalid'"
+        f" when jsonb_path_exists({c}, '{_LEGACY_BAD}') then 'invalid'"
+        f" when {_fraction(c, '$.tags[*].trait_id', '$.tags[*].parent_trait_id')} then 'invalid'"
+        f" else 'legacy_flat' end"
         f" when {_not_envelope_form(c)} then 'invalid'"
-        f" when {_tree_ok(c, '$.tags', blank_is_bad=True)} then 'envelope'"
-        f" when {_tree_ok(c, '$.tags', blank_is_bad=False)} then 'null_values'"
-        f" else 'invalid' end"
+        f" when not {_bad_entry(c, '$.tags', blank_is_bad=True)} then"
+        f" case when {_tree_fraction(c, '$.tags')} then 'invalid' else 'envelope' end"
+        f" when {_bad_entry(c, '$.tags', blank_is_bad=False)} then 'invalid'"
+        f" when {_tree_fraction(c, '$.tags')} then 'invalid'"
+        f" else 'null_values' end"
     )
 
 
 def needs_repair_sql(column: str) -> str:
-    """A boolean expression: not a well-formed envelope without blank values (or NULL).
+    """A boolean expression: true unless a well-formed envelope without blank values.
 
-    A good envelope costs one jsonpath pass plus the number check; nothing else is looked at.
+    Same cost as ``shape_sql`` on a good envelope, the only case that reaches the last arm.
     """
     c = f"({column})"
     return (
         f"case when {c} is null or jsonb_typeof({c}) <> 'object' then true"
         f" when {_not_envelope_form(c)} then true"
-        f" else not ({_tree_ok(c, '$.tags', blank_is_bad=True)}) end"
+        f" when {_bad_entry(c, '$.tags', blank_is_bad=True)} then true"
+        f" else {_tree_fraction(c, '$.tags')} end"
     )
 
 

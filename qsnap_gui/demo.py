@@ -513,7 +513,7 @@ def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> in
                 "children": list(p.children),
                 "vals": list(p.values),
                 "n": len(p.children),
-                "pct": 55 + (i * 37) % 40,
+                "pct": 40 + (i * 37) % 40,
             }
             for i, p in enumerate(parents)
         ],

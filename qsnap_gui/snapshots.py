@@ -206,6 +206,10 @@ def _run_once(
     """One attempt; returns (rows written, rows total, batches)."""
     written = 0
     with engine.connect() as conn:
+        conn.execute(
+            text("select set_config('application_name', :name, false)"),
+            {"name": f"qsnap band {band_id}"},
+        )
         _wait_for_band_lock(conn, band_id, cancel, report, say)
         try:
             report(Progress(band_id, JobState.RUNNING, attempt=attempt, message="computing"))
@@ -249,6 +253,7 @@ def _run_once(
                     conn.rollback()
                     locks.unlock(conn, locks.BAND, band_id)
                     conn.execute(text(f"drop table if exists {STAGE_TABLE}"))
+                    conn.execute(text("select set_config('application_name', 'qsnap', false)"))
                     conn.commit()
                 except DBAPIError:
                     conn.invalidate()

@@ -92,3 +92,11 @@ def db(db_url) -> Database:
 @pytest.fixture
 def empty_db_url(create_db) -> str:
     return create_db("empty")
+
+
+@pytest.fixture
+def fresh_db(create_db, demo_template, request) -> Database:
+    """A test's own copy of the demo database, for tests that rewrite it."""
+    database = open_database(create_db(request.node.name[:30], template=demo_template))
+    yield database
+    database.dispose()

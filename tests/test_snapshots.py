@@ -1,0 +1,448 @@
+"""The band snapshot engine against the Python reference, crashes, locks and retries."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from qsnap_gui import locks
+from qsnap_gui.db import open_database
+from qsnap_gui.snapshots import CancelFlag, JobState, Mode, snapshot_band, snapshot_bands
+
+from .worlds import World, load_world, reference_snapshots, stored_snapshots
+
+
+def band_ids(db) -> list[int]:
+    with db.engine.connect() as conn:
+        return list(conn.execute(text("select id from target_bands order by id")).scalars())
+
+
+def count_null(db, band_id: int) -> int:
+    with db.engine.connect() as conn:
+        return conn.execute(
+            text(
+                "select count(*) from target_populations "
+                "where target_band_id = :b and matching_tags_snapshot is null"
+            ),
+            {"b": band_id},
+        ).scalar_one()
+
+
+def test_force_mode_matches_reference_on_demo_data(fresh_db):
+    db = fresh_db
+    results = snapshot_bands(db.engine, band_ids(db), mode=Mode.FORCE)
+    assert {r.state for r in results} == {JobState.SUCCEEDED}
+    assert sum(r.rows_written for r in results) > 1000
+    with db.engine.connect() as conn:
+        for band_id in band_ids(db):
+            assert stored_snapshots(conn, band_id) == reference_snapshots(conn, band_id)
+
+
+def test_missing_mode_fills_nulls_then_writes_nothing(db_url):
+    db = open_database(db_url)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text("update target_populations set matching_tags_snapshot = null where id % 3 = 0")
+        )
+        before = dict(
+            conn.execute(
+                text(
+                    "select id, updated_at from target_populations "
+                    "where matching_tags_snapshot is not null"
+                )
+            ).all()
+        )
+    bands = band_ids(db)
+    first = snapshot_bands(db.engine, bands)
+    assert sum(r.rows_written for r in first) > 0
+    assert all(count_null(db, b) == 0 for b in bands)
+    second = snapshot_bands(db.engine, bands)
+    assert [r.rows_written for r in second] == [0] * len(bands)
+    with db.engine.connect() as conn:
+        after = dict(
+            conn.execute(
+                text("select id, updated_at from target_populations where id = any(:ids)"),
+                {"ids": list(before)},
+            ).all()
+        )
+    assert after == before
+    db.dispose()
+
+
+def test_repair_mode_rewrites_every_broken_shape_and_nothing_else(fresh_db):
+    db = fresh_db
+    from qsnap_gui.codec import Shape, decode
+
+    with db.engine.connect() as conn:
+        rows = conn.execute(
+            text("select id, matching_tags_snapshot, updated_at from target_populations")
+        ).all()
+    shapes = {r[0]: decode(r[1]).shape for r in rows}
+    assert {Shape.BARE_ARRAY, Shape.LEGACY_FLAT, Shape.EMPTY_OBJECT, Shape.NULL_VALUES} <= set(
+        shapes.values()
+    ), "the demo data should hold every broken shape"
+    good = {r[0]: (r[1], r[2]) for r in rows if shapes[r[0]] is Shape.ENVELOPE}
+    results = snapshot_bands(db.engine, band_ids(db), mode=Mode.REPAIR)
+    broken = sum(1 for s in shapes.values() if s is not Shape.ENVELOPE)
+    assert sum(r.rows_written for r in results) == broken
+    with db.engine.connect() as conn:
+        after = conn.execute(
+            text("select id, matching_tags_snapshot, updated_at from target_populations")
+        ).all()
+    assert {decode(r[1]).shape for r in after} == {Shape.ENVELOPE}
+    assert {r[0]: (r[1], r[2]) for r in after if r[0] in good} == good
+
+
+def test_nothing_matching_is_an_empty_list_not_null(empty_db_url):
+    db = open_database(empty_db_url, check_schema=False)
+    world = World(
+        traits=[(1, "Pets", 1, None), (2, "Dog", 1, 1), (3, "Cat", 2, 1)],
+        me_files=[10, 11],
+        tags=[(10, 2, "Dog"), (11, 99, "gone trait")],
+        groups={1: [2, 3]},
+        bands=[(5, 1, True, [1])],
+        populations=[(5, 10), (5, 11)],
+    )
+    load_world(db.engine, world)
+    result = snapshot_band(db.engine, 5)
+    assert result.state is JobState.SUCCEEDED and result.rows_written == 2
+    with db.engine.connect() as conn:
+        stored = dict(
+            conn.execute(
+                text("select me_file_id, matching_tags_snapshot from target_populations")
+            ).all()
+        )
+    assert stored == {10: {"tags": [[1, "Pets", 1, [[2, "Dog", 1]]]]}, 11: {"tags": []}}
+    assert snapshot_band(db.engine, 5).rows_written == 0
+    db.dispose()
+
+
+# --- hypothesis: small worlds with every awkward case -----------------------------------------
+
+values = st.sampled_from(["a", "", None, "O'Neil", '100% \\ "q"', "\U0001f389", "02140"])
+orders = st.one_of(st.none(), st.integers(0, 3))
+
+
+@st.composite
+def worlds(draw) -> World:
+    parents = draw(st.integers(1, 4))
+    traits = [(p, f"P{p}", draw(orders), None) for p in range(1, parents + 1)]
+    next_id = 10
+    for _ in range(draw(st.integers(1, 10))):
+        parent = draw(st.sampled_from([*range(1, parents + 1), 777]))
+        traits.append((next_id, f"C{next_id}", draw(orders), parent))
+        next_id += 1
+    trait_ids = [t[0] for t in traits] + [888]
+    groups = {
+        g: draw(st.lists(st.sampled_from(trait_ids), max_size=5, unique=True)) for g in (1, 2, 3)
+    }
+    me_files = list(range(100, 100 + draw(st.integers(1, 6))))
+    tags = draw(
+        st.lists(
+            st.tuples(st.sampled_from(me_files), st.sampled_from(trait_ids), values), max_size=30
+        )
+    )
+    band_groups = draw(st.lists(st.sampled_from([1, 2, 3]), min_size=0, max_size=3, unique=True))
+    return World(
+        traits=traits,
+        me_files=me_files,
+        tags=tags,
+        groups=groups,
+        bands=[(50, 1, True, band_groups)],
+        populations=[(50, m) for m in me_files],
+    )
+
+
+@pytest.fixture(scope="module")
+def scratch(create_db):
+    db = open_database(create_db("worlds"), check_schema=False)
+    yield db
+    db.dispose()
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(world=worlds())
+def test_sql_equals_reference_on_generated_worlds(scratch, world):
+    load_world(scratch.engine, world)
+    result = snapshot_band(scratch.engine, 50, mode=Mode.FORCE, batch_size=2)
+    assert result.state is JobState.SUCCEEDED
+    with scratch.engine.connect() as conn:
+        assert stored_snapshots(conn, 50) == reference_snapshots(conn, 50)
+
+
+# --- crashes, locks, retries -------------------------------------------------------------------
+
+
+def biggest_band(db) -> int:
+    with db.engine.connect() as conn:
+        return conn.execute(
+            text(
+                "select target_band_id from target_populations group by 1 "
+                "order by count(*) desc limit 1"
+            )
+        ).scalar_one()
+
+
+def qsnap(*args: str) -> list[str]:
+    return [sys.executable, "-m", "qsnap_gui.cli", *args]
+
+
+def test_sigkill_mid_band_then_rerun_finishes_without_rewriting(db_url):
+    db = open_database(db_url)
+    band = biggest_band(db)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "update target_populations set matching_tags_snapshot = null where target_band_id = :b"
+            ),
+            {"b": band},
+        )
+    proc = subprocess.Popen(
+        qsnap("--dsn", db_url, "snapshot", "--band", str(band), "--batch-size", "10"),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    for line in proc.stderr:
+        if "batch 5/" in line:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with db.engine.connect() as conn:
+        done = dict(
+            conn.execute(
+                text(
+                    "select id, xmin::text from target_populations where target_band_id = :b "
+                    "and matching_tags_snapshot is not null"
+                ),
+                {"b": band},
+            ).all()
+        )
+    assert 50 <= len(done) < count_null(db, band) + len(done)
+    rerun = subprocess.run(
+        qsnap("--dsn", db_url, "snapshot", "--band", str(band)), capture_output=True, text=True
+    )
+    assert rerun.returncode == 0, rerun.stderr
+    with db.engine.connect() as conn:
+        again = dict(
+            conn.execute(
+                text("select id, xmin::text from target_populations where id = any(:ids)"),
+                {"ids": list(done)},
+            ).all()
+        )
+        assert again == done, "rows committed before the kill were written again"
+        assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
+    db.dispose()
+
+
+def test_two_processes_on_one_band_both_succeed(db_url):
+    db = open_database(db_url)
+    band = biggest_band(db)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "update target_populations set matching_tags_snapshot = null where target_band_id = :b"
+            ),
+            {"b": band},
+        )
+    procs = [
+        subprocess.Popen(
+            qsnap("--dsn", db_url, "snapshot", "--band", str(band), "--batch-size", "50"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    with db.engine.connect() as conn:
+        assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
+    written = sorted(int(o[0].split("total: ")[1].split()[0]) for o in outputs)
+    assert written[0] == 0 and written[1] == len(reference_snapshots(db.engine.connect(), band))
+    db.dispose()
+
+
+def test_waits_for_a_band_locked_elsewhere(db):
+    band = band_ids(db)[0]
+    seen: list[JobState] = []
+    with db.engine.connect() as holder:
+        assert locks.try_lock(holder, locks.BAND, band)
+        holder.commit()
+        waiting = threading.Event()
+
+        def progress(p):
+            seen.append(p.state)
+            if p.state is JobState.WAITING:
+                waiting.set()
+
+        results = []
+        worker = threading.Thread(
+            target=lambda: results.append(snapshot_band(db.engine, band, progress=progress))
+        )
+        worker.start()
+        assert waiting.wait(30)
+        assert worker.is_alive()
+        locks.unlock(holder, locks.BAND, band)
+        holder.commit()
+        worker.join(60)
+    assert results[0].state is JobState.SUCCEEDED
+    assert seen[0] is JobState.WAITING and seen[-1] is JobState.SUCCEEDED
+
+
+def _block_band_row(conn, band: int, nth: int) -> int:
+    """Lock the band's nth row (by id) in an open transaction so a writer blocks on it.
+
+    The id is read first: FOR UPDATE with OFFSET would also lock every skipped row.
+    """
+    row_id = conn.execute(
+        text(
+            "select id from target_populations where target_band_id = :b order by id "
+            "offset :n limit 1"
+        ),
+        {"b": band, "n": nth},
+    ).scalar_one()
+    conn.execute(text("select 1 from target_populations where id = :i for update"), {"i": row_id})
+    return row_id
+
+
+def _backend_waiting(db, band: int) -> int | None:
+    with db.engine.connect() as conn:
+        return conn.execute(
+            text(
+                "select pid from pg_stat_activity where application_name = :a "
+                "and wait_event_type = 'Lock'"
+            ),
+            {"a": f"qsnap band {band}"},
+        ).scalar()
+
+
+def _wait_until(predicate, timeout: float = 30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        threading.Event().wait(0.05)
+    raise AssertionError("condition not reached")
+
+
+def _terminate(db, pid: int) -> None:
+    with db.engine.connect() as conn:
+        conn.execute(text("select pg_terminate_backend(:p)"), {"p": pid})
+
+
+def test_terminated_connection_is_retried_and_band_ends_correct(db_url):
+    db = open_database(db_url)
+    band = biggest_band(db)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "update target_populations set matching_tags_snapshot = null where target_band_id = :b"
+            ),
+            {"b": band},
+        )
+    results = []
+    with db.engine.connect() as blocker:
+        _block_band_row(blocker, band, 120)
+        worker = threading.Thread(
+            target=lambda: results.append(
+                snapshot_band(db.engine, band, batch_size=50, backoff=0.05)
+            )
+        )
+        worker.start()
+        _terminate(db, _wait_until(lambda: _backend_waiting(db, band)))
+        _wait_until(lambda: _backend_waiting(db, band))
+        blocker.rollback()
+    worker.join(60)
+    result = results[0]
+    assert result.state is JobState.SUCCEEDED and result.attempts == 2
+    with db.engine.connect() as conn:
+        assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
+    db.dispose()
+
+
+def test_terminated_on_every_attempt_fails_with_cause_and_keeps_committed_batches(db_url):
+    db = open_database(db_url)
+    band = biggest_band(db)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "update target_populations set matching_tags_snapshot = null where target_band_id = :b"
+            ),
+            {"b": band},
+        )
+    results = []
+    with db.engine.connect() as blocker:
+        blocked_id = _block_band_row(blocker, band, 120)
+        worker = threading.Thread(
+            target=lambda: results.append(
+                snapshot_band(db.engine, band, batch_size=50, backoff=0.05)
+            )
+        )
+        worker.start()
+        for _ in range(3):
+            _terminate(db, _wait_until(lambda: _backend_waiting(db, band)))
+        worker.join(60)
+        blocker.rollback()
+    result = results[0]
+    assert result.state is JobState.FAILED and result.attempts == 3
+    assert f"band {band}" in result.error and "connection" in result.error
+    with db.engine.connect() as conn:
+        filled = conn.execute(
+            text(
+                "select count(*) filter (where matching_tags_snapshot is not null and id < :x), "
+                "count(*) filter (where matching_tags_snapshot is not null and id >= :x), "
+                "count(*) filter (where id < :x) "
+                "from target_populations where target_band_id = :b"
+            ),
+            {"b": band, "x": blocked_id},
+        ).one()
+    assert filled[1] == 0, "nothing at or after the blocked batch may be written"
+    assert filled[0] == 100 == filled[2] - 20
+    db.dispose()
+
+
+def test_cancel_between_batches_keeps_committed_rows(db_url):
+    db = open_database(db_url)
+    band = biggest_band(db)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "update target_populations set matching_tags_snapshot = null where target_band_id = :b"
+            ),
+            {"b": band},
+        )
+    cancel = CancelFlag()
+    results = []
+    with db.engine.connect() as blocker:
+        _block_band_row(blocker, band, 120)
+        worker = threading.Thread(
+            target=lambda: results.append(
+                snapshot_band(db.engine, band, batch_size=50, cancel=cancel)
+            )
+        )
+        worker.start()
+        _wait_until(lambda: _backend_waiting(db, band))
+        cancel.cancel()
+        blocker.rollback()
+    worker.join(60)
+    assert results[0].state is JobState.CANCELLED
+    assert results[0].rows_written == 150
+    assert snapshot_band(db.engine, band).state is JobState.SUCCEEDED
+    with db.engine.connect() as conn:
+        assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
+    db.dispose()

@@ -1,0 +1,207 @@
+"""Small hand-made or generated worlds, and plain-Python references read back from a database.
+
+The references use the codec's builder and simple selects, sharing no SQL with the engines.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, text
+
+from qsnap_gui.codec import TagRow, TraitInfo, band_metadata, build_snapshot
+from qsnap_gui.schema import create_demo_schema
+
+T0 = datetime(2025, 1, 1, 12, 0, 0)
+
+TABLES = (
+    "target_populations",
+    "target_band_trait_groups",
+    "trait_group_traits",
+    "trait_groups",
+    "target_bands",
+    "targets",
+    "me_file_tags",
+    "me_files",
+    "traits",
+)
+
+
+@dataclass
+class World:
+    traits: list[tuple[int, str, int | None, int | None]] = field(default_factory=list)
+    me_files: list[int] = field(default_factory=list)
+    tags: list[tuple[int, int, str | None]] = field(default_factory=list)
+    groups: dict[int, list[int]] = field(default_factory=dict)
+    bands: list[tuple[int, int, bool, list[int]]] = field(default_factory=list)
+    populations: list[tuple[int, int]] = field(default_factory=list)
+
+
+def ensure_schema(engine: Engine) -> None:
+    with engine.begin() as conn:
+        exists = conn.execute(text("select to_regclass('targets')")).scalar()
+        if not exists:
+            create_demo_schema(conn)
+
+
+def load_world(engine: Engine, world: World) -> None:
+    """Replace every row with the world's (tag ids are their position, from 1)."""
+    ensure_schema(engine)
+    audit = {"a": T0}
+    with engine.begin() as conn:
+        conn.execute(text(f"truncate {', '.join(TABLES)} restart identity"))
+        for tid, name, order, parent in world.traits:
+            conn.execute(
+                text(
+                    "insert into traits (id, trait_name, display_order, parent_trait_id, "
+                    "is_active, added_date, modified_date, added_by, modified_by) "
+                    "values (:i, :n, :o, :p, '1', :a, :a, 1, 1)"
+                ),
+                {"i": tid, "n": name, "o": order, "p": parent, **audit},
+            )
+        for mid in world.me_files:
+            conn.execute(
+                text("insert into me_files values (:i, :n, :a, :a)"),
+                {"i": mid, "n": f"me {mid}", **audit},
+            )
+        for n, (mid, trait_id, value) in enumerate(world.tags, start=1):
+            conn.execute(
+                text(
+                    "insert into me_file_tags (id, me_file_id, trait_id, tag_value, added_date, "
+                    "modified_date, added_by, modified_by) values (:id, :m, :t, :v, :a, :a, 1, 1)"
+                ),
+                {"id": n, "m": mid, "t": trait_id, "v": value, **audit},
+            )
+        for gid, trait_ids in world.groups.items():
+            conn.execute(
+                text(
+                    "insert into trait_groups (id, title, created_at, updated_at) "
+                    "values (:g, :t, :a, :a)"
+                ),
+                {"g": gid, "t": f"group {gid}", **audit},
+            )
+            for trait_id in trait_ids:
+                conn.execute(
+                    text(
+                        "insert into trait_group_traits (trait_group_id, trait_id, created_at, "
+                        "updated_at) values (:g, :t, :a, :a)"
+                    ),
+                    {"g": gid, "t": trait_id, **audit},
+                )
+        for target_id in sorted({b[1] for b in world.bands}):
+            conn.execute(
+                text(
+                    "insert into targets (id, title, population_status, created_at, updated_at) "
+                    "values (:t, :title, 'not_populated', :a, :a)"
+                ),
+                {"t": target_id, "title": f"target {target_id}", **audit},
+            )
+        for band_id, target_id, bullseye, group_ids in world.bands:
+            conn.execute(
+                text(
+                    "insert into target_bands (id, target_id, title, is_bullseye, created_at, "
+                    "updated_at) values (:b, :t, :title, :e, :a, :a)"
+                ),
+                {
+                    "b": band_id,
+                    "t": target_id,
+                    "title": f"band {band_id}",
+                    "e": "1" if bullseye else "0",
+                    **audit,
+                },
+            )
+            for gid in group_ids:
+                conn.execute(
+                    text(
+                        "insert into target_band_trait_groups (target_band_id, trait_group_id, "
+                        "created_at, updated_at) values (:b, :g, :a, :a)"
+                    ),
+                    {"b": band_id, "g": gid, **audit},
+                )
+        for band_id, mid in world.populations:
+            conn.execute(
+                text(
+                    "insert into target_populations (target_band_id, me_file_id, created_at, "
+                    "updated_at) values (:b, :m, :a, :a)"
+                ),
+                {"b": band_id, "m": mid, **audit},
+            )
+
+
+def read_traits(conn: Connection) -> dict[int, TraitInfo]:
+    rows = conn.execute(text("select id, trait_name, display_order, parent_trait_id from traits"))
+    return {r[0]: TraitInfo(r[0], r[1], r[2], r[3]) for r in rows}
+
+
+def reference_snapshots(conn: Connection, band_id: int) -> dict[int, dict]:
+    """What DOMAIN.md says every population row of the band should hold, built in Python."""
+    traits = read_traits(conn)
+    group_traits = conn.execute(
+        text(
+            "select gt.trait_id from target_band_trait_groups g "
+            "join trait_group_traits gt on gt.trait_group_id = g.trait_group_id "
+            "where g.target_band_id = :b"
+        ),
+        {"b": band_id},
+    ).scalars()
+    metadata = band_metadata(list(group_traits), traits)
+    pops = conn.execute(
+        text("select id, me_file_id from target_populations where target_band_id = :b"),
+        {"b": band_id},
+    ).all()
+    tags: dict[int, list[TagRow]] = defaultdict(list)
+    for tag_id, mid, trait_id, value in conn.execute(
+        text(
+            "select id, me_file_id, trait_id, tag_value from me_file_tags where me_file_id in "
+            "(select me_file_id from target_populations where target_band_id = :b)"
+        ),
+        {"b": band_id},
+    ):
+        tags[mid].append(TagRow(tag_id, trait_id, value))
+    return {pid: build_snapshot(tags[mid], metadata, traits) for pid, mid in pops}
+
+
+def stored_snapshots(conn: Connection, band_id: int) -> dict[int, object]:
+    rows = conn.execute(
+        text("select id, matching_tags_snapshot from target_populations where target_band_id = :b"),
+        {"b": band_id},
+    )
+    return dict(rows.all())
+
+
+def reference_membership(conn: Connection, target_id: int) -> dict[int, int]:
+    """me_file -> band per DOMAIN.md, with sets: outermost band first, each filtering the last."""
+    bands = conn.execute(
+        text("select id, is_bullseye from target_bands where target_id = :t"), {"t": target_id}
+    ).all()
+    groups_of: dict[int, set[int]] = {b: set() for b, _ in bands}
+    for band_id, gid in conn.execute(
+        text(
+            "select target_band_id, trait_group_id from target_band_trait_groups "
+            "where target_band_id in (select id from target_bands where target_id = :t)"
+        ),
+        {"t": target_id},
+    ):
+        groups_of[band_id].add(gid)
+    traits_of: dict[int, set[int]] = defaultdict(set)
+    for gid, trait_id in conn.execute(
+        text("select trait_group_id, trait_id from trait_group_traits")
+    ):
+        traits_of[gid].add(trait_id)
+    existing = set(conn.execute(text("select id from me_files")).scalars())
+    tagged: dict[int, set[int]] = defaultdict(set)
+    for mid, trait_id in conn.execute(text("select me_file_id, trait_id from me_file_tags")):
+        tagged[mid].add(trait_id)
+    bullseye = {b: e == "1" for b, e in bands}
+    order = sorted(groups_of, key=lambda b: (len(groups_of[b]), bullseye[b], -b))
+    candidates = {m for m in tagged if m in existing}
+    assigned: dict[int, int] = {}
+    for band_id in order:
+        candidates = {
+            m for m in candidates if all(tagged[m] & traits_of[g] for g in groups_of[band_id])
+        }
+        for m in candidates:
+            assigned[m] = band_id
+    return assigned
