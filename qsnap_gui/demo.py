@@ -611,7 +611,7 @@ def _insert_targets(
         targets.append((target_id, status))
         nbands = spec.bands_per_target or rng.randint(2, 4)
         chosen = rng.sample(usable, 2 * nbands)
-        if t == 0:
+        if t == 0 and by_name["Home Own/Rent"] not in chosen:
             chosen[0] = by_name["Home Own/Rent"]
         groups_so_far: list[int] = []
         for b in range(nbands):

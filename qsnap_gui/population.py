@@ -129,9 +129,7 @@ def apply_membership(conn: Connection, target_id: int) -> DiffCounts:
     """Compute the target's membership and apply the diff, in the caller's transaction."""
     band_ids = outermost_first(conn, target_id)
     compute_membership(conn, band_ids)
-    total, inserted, deleted, moved = conn.execute(
-        text(DIFF_SQL), {"band_ids": band_ids}
-    ).one()
+    total, inserted, deleted, moved = conn.execute(text(DIFF_SQL), {"band_ids": band_ids}).one()
     conn.execute(text("drop table if exists qsnap_membership"))
     return DiffCounts(kept=total - inserted, inserted=inserted, deleted=deleted, moved=moved)
 

@@ -205,58 +205,61 @@ def _run_once(
 ) -> tuple[int, int, int]:
     """One attempt; returns (rows written, rows total, batches)."""
     written = 0
-    with engine.connect() as conn:
-        conn.execute(
-            text("select set_config('application_name', :name, false)"),
-            {"name": f"qsnap band {band_id}"},
-        )
-        _wait_for_band_lock(conn, band_id, cancel, report, say)
-        try:
-            report(Progress(band_id, JobState.RUNNING, attempt=attempt, message="computing"))
-            total = stage_band(conn, band_id, mode)
-            batches = -(-total // batch_size)
-            say(f"band {band_id}: {total} rows to write in {batches} batches ({mode} mode)")
-            guard = mode_predicate(mode)
-            apply = text(APPLY_SQL.format(guard=guard))
-            last = 0
-            for batch in range(1, batches + 1):
-                if cancel.is_set():
-                    raise Cancelled
-                last_id, count = conn.execute(
-                    apply, {"last": last, "n": batch_size, "band": band_id}
-                ).one()
-                conn.commit()
-                written += count
-                last = last_id
-                report(
-                    Progress(
-                        band_id,
-                        JobState.RUNNING,
-                        rows_done=min(total, batch * batch_size),
-                        rows_total=total,
-                        batch=batch,
-                        batches=batches,
-                        elapsed=time.monotonic() - started,
-                        attempt=attempt,
-                    )
+    try:
+        with engine.connect() as conn:
+            try:
+                conn.execute(
+                    text("select set_config('application_name', :name, false)"),
+                    {"name": f"qsnap band {band_id}"},
                 )
-            conn.execute(text(f"drop table if exists {STAGE_TABLE}"))
-            conn.commit()
-            return written, total, batches
-        except Cancelled:
-            raise _CancelledAfter(written) from None
-        except DBAPIError as exc:
-            raise _FailedAfter(written, exc) from exc
-        finally:
-            if not conn.invalidated:
-                try:
-                    conn.rollback()
-                    locks.unlock(conn, locks.BAND, band_id)
-                    conn.execute(text(f"drop table if exists {STAGE_TABLE}"))
-                    conn.execute(text("select set_config('application_name', 'qsnap', false)"))
+                _wait_for_band_lock(conn, band_id, cancel, report, say)
+                report(Progress(band_id, JobState.RUNNING, attempt=attempt, message="computing"))
+                total = stage_band(conn, band_id, mode)
+                batches = -(-total // batch_size)
+                say(f"band {band_id}: {total} rows to write in {batches} batches ({mode} mode)")
+                apply = text(APPLY_SQL.format(guard=mode_predicate(mode)))
+                last = 0
+                for batch in range(1, batches + 1):
+                    if cancel.is_set():
+                        raise Cancelled
+                    last, count = conn.execute(
+                        apply, {"last": last, "n": batch_size, "band": band_id}
+                    ).one()
                     conn.commit()
-                except DBAPIError:
-                    conn.invalidate()
+                    written += count
+                    report(
+                        Progress(
+                            band_id,
+                            JobState.RUNNING,
+                            rows_done=min(total, batch * batch_size),
+                            rows_total=total,
+                            batch=batch,
+                            batches=batches,
+                            elapsed=time.monotonic() - started,
+                            attempt=attempt,
+                        )
+                    )
+                return written, total, batches
+            finally:
+                _release(conn, band_id)
+    except Cancelled:
+        raise _CancelledAfter(written) from None
+    except DBAPIError as exc:
+        raise _FailedAfter(written, exc) from exc
+
+
+def _release(conn: Connection, band_id: int) -> None:
+    """Leave the pooled connection as we found it; a broken one is discarded instead."""
+    if conn.invalidated:
+        return
+    try:
+        conn.rollback()
+        locks.unlock(conn, locks.BAND, band_id)
+        conn.execute(text(f"drop table if exists {STAGE_TABLE}"))
+        conn.execute(text("select set_config('application_name', 'qsnap', false)"))
+        conn.commit()
+    except DBAPIError:
+        conn.invalidate()
 
 
 class _CancelledAfter(Exception):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import tempfile
 import warnings
 
 import psycopg
@@ -23,7 +24,7 @@ _counter = itertools.count(1)
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory) -> str:
+def pg_admin_url() -> str:
     """A libpq URL of a server where tests may create databases."""
     dsn = os.environ.get("QSNAP_TEST_DSN")
     if dsn:
@@ -33,7 +34,9 @@ def pg_admin_url(tmp_path_factory) -> str:
         warnings.simplefilter("ignore")
         import pgserver
 
-        server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
+        # not tmp_path_factory: pytest prunes old basetemps, even one a parallel session's
+        # server still runs in
+        server = pgserver.get_server(tempfile.mkdtemp(prefix="qsnap-pg-"), cleanup_mode="delete")
     yield server.get_uri("postgres")
     server.cleanup()
 
