@@ -279,6 +279,135 @@ def cmd_inspect(args: argparse.Namespace, db: Database) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
+    from . import backfill as bf
+    from .queries import parse_id
+
+    chosen = bf.parse_categories([args.include])
+    include = bf.effective_categories(chosen)
+    note = bf.implied_note(chosen)
+    if note:
+        say(f"note: {note}")
+    target_ids = [parse_id(t, "target") for t in args.target] if args.target else None
+    if args.batch_size < 1 or args.workers < 1:
+        raise UsageError("--batch-size and --workers must be at least 1")
+    if args.yes and db.read_only:
+        raise UsageError("backfill --yes writes snapshots: connect without --read-only")
+
+    def scan_progress(done: int, total: int, message: str) -> None:
+        if sys.stderr.isatty() and total:
+            sys.stderr.write(f"\rscanning: {100 * done // total:3d}% {message[:60]:<60}")
+            sys.stderr.flush()
+
+    with db.engine.connect() as conn:
+        scan = bf.scan(conn, target_ids, include, progress=scan_progress)
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + " " * 80 + "\r")
+    plans = bf.plan(scan)
+    modes = {p.band_id: p for p in plans}
+    estimate = bf.estimate_seconds(scan, scan.rows_per_second, parallel=args.workers)
+    report = {
+        **scan.to_json(),
+        "bands": [
+            {
+                **r.to_json(),
+                "mode": modes[r.band_id].mode.value if r.band_id in modes else None,
+                "rows_to_write": modes[r.band_id].rows if r.band_id in modes else 0,
+            }
+            for r in scan.rows
+        ],
+        "estimated_seconds": round(estimate, 1) if estimate is not None else None,
+    }
+    counted = [c for c in bf.CATEGORIES if c in include]
+    if not args.json:
+        print(
+            table(
+                [
+                    "target",
+                    "band",
+                    "label",
+                    "population",
+                    *counted,
+                    "broken shapes",
+                    "mode",
+                    "rows",
+                ],
+                [
+                    [
+                        r.target_id,
+                        r.band_id,
+                        r.label,
+                        r.population,
+                        *(r.count(c) for c in counted),
+                        ", ".join(f"{k} {v}" for k, v in r.shapes.items() if v) or "-",
+                        modes[r.band_id].mode if r.band_id in modes else "-",
+                        modes[r.band_id].rows if r.band_id in modes else 0,
+                    ]
+                    for r in scan.rows
+                ],
+            )
+        )
+        totals = scan.totals()
+        rate = f" at {scan.rows_per_second:,.0f} rows/s" if scan.rows_per_second else ""
+        took = f"about {estimate:,.1f}s" if estimate is not None else "unknown"
+        print(
+            f"to fix: {', '.join(f'{totals[c]} {c}' for c in counted)}; "
+            f"{sum(p.rows for p in plans)} rows to write in {len(plans)} of {len(scan.rows)} "
+            f"bands; estimated {took}{rate} (scan took {scan.seconds:.2f}s)"
+        )
+    if args.dry_run:
+        if args.json:
+            print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    printer = ProgressPrinter()
+    outcomes = bf.run_bands(
+        db.engine,
+        plans,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        progress=printer,
+        log_line=say if args.verbose else (lambda line: None),
+    )
+    printer.done()
+    if args.json:
+        report["results"] = [o.to_json() for o in outcomes]
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 1 if any(o.failed for o in outcomes) else 0
+    if outcomes:
+        print(
+            table(
+                ["target", "band", "label", "mode", "state", *(f"{c} fixed" for c in counted)]
+                + ["still to fix", "seconds"],
+                [
+                    [
+                        o.before.target_id,
+                        o.band_id,
+                        o.before.label,
+                        o.mode,
+                        o.state,
+                        *(o.fixed(c) if o.fixed(c) is not None else "?" for c in counted),
+                        sum(o.remaining(c) or 0 for c in counted) if o.after else "?",
+                        f"{o.duration:.2f}",
+                    ]
+                    for o in outcomes
+                ],
+            )
+        )
+    return _summary(
+        [
+            BandResult(
+                o.band_id,
+                o.state,
+                rows_written=o.rows_written,
+                attempts=o.attempts,
+                elapsed=o.duration,
+                error=o.error,
+            )
+            for o in outcomes
+        ]
+    )
+
+
 def cmd_demo(args: argparse.Namespace, db: Database) -> int:
     from .demo import DemoSpec, generate_demo
 
@@ -287,6 +416,16 @@ def cmd_demo(args: argparse.Namespace, db: Database) -> int:
     generate_demo(
         db.engine, DemoSpec(me_files=args.me_files, seed=args.seed), reset=args.reset, progress=say
     )
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, db: Database | None) -> int:
+    from .bench import bench_scale, render, to_json
+
+    if args.repeat < 1 or any(n < 100 for n in args.scale):
+        raise UsageError("--repeat must be at least 1 and each --scale at least 100")
+    results = [bench_scale(n, args.repeat, say) for n in args.scale]
+    print(json.dumps(to_json(results), indent=2) if args.json else render(results))
     return 0
 
 
@@ -354,6 +493,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_inspect)
 
+    p = sub.add_parser(
+        "backfill", help="find and fix missing, broken or stale snapshots across targets"
+    )
+    p.add_argument(
+        "--target",
+        metavar="ID",
+        nargs="+",
+        action="extend",
+        help="only these targets (default: all)",
+    )
+    p.add_argument(
+        "--include",
+        default="missing,broken",
+        metavar="LIST",
+        help="categories to fix, comma-separated: missing, broken, stale (default "
+        "missing,broken; broken includes missing, stale includes both and rewrites every row "
+        "of a band with stale rows)",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--dry-run", action="store_true", help="scan and report, change nothing")
+    what.add_argument("--yes", action="store_true", help="scan, then fix what the scan found")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N")
+    p.add_argument(
+        "--workers", type=int, default=4, metavar="N", help="band jobs at a time (default 4)"
+    )
+    p.set_defaults(handler=cmd_backfill)
+
     p = sub.add_parser("demo", help="create the schema and demo data in an empty database")
     p.add_argument("--me-files", type=int, default=10_000, metavar="N")
     p.add_argument("--seed", type=int, default=42, metavar="S")
@@ -361,6 +528,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--reset", action="store_true", help="recreate the demo in a database qsnap created"
     )
     p.set_defaults(handler=cmd_demo, schema_free=True)
+
+    p = sub.add_parser(
+        "bench",
+        help="benchmark the snapshot engine on scratch databases of the embedded server",
+        description="Never touches --dsn: it creates qsnap_bench_N databases in the embedded "
+        "server and times the original worker's port, qsnap and the write floor.",
+    )
+    p.add_argument(
+        "--scale",
+        type=int,
+        nargs="+",
+        default=[10_000, 100_000],
+        metavar="N",
+        help="me_files (= populations) per scale (default 10000 100000)",
+    )
+    p.add_argument("--repeat", type=int, default=1, metavar="R", help="runs per strategy (median)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_bench, no_database=True)
     return parser
 
 
@@ -371,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     db: Database | None = None
     started = time.monotonic()
     try:
+        if getattr(args, "no_database", False):
+            return args.handler(args, None)
         db = open_database(
             args.dsn,
             check_schema=not getattr(args, "schema_free", False),

@@ -252,8 +252,9 @@ def encode(parents: Iterable[ParentTrait]) -> dict:
 # Structure is checked with strict jsonpath filters on jsonpath types. jsonpath compares numbers
 # by value (3.0 == 3), so "integer" is checked on the text of the collected numbers instead:
 # jsonb prints numbers without exponent, so a "." there means a fraction, as Python sees it.
-# Each check runs in its own CASE arm, never inside AND/OR: a later check may raise on a value
-# an earlier one rejects, and only CASE fixes the order (even for constant folding).
+# A check that raises on some values (strict paths, number collection) gets its own CASE arm
+# after the checks that rule those values out: AND/OR may run in any order (and constant folding
+# runs them all), only CASE fixes the order.
 
 _PARENT_OK = (
     '@.type() == "array" && @.size() == 4 && @[0].type() == "number"'
@@ -328,7 +329,7 @@ def shape_sql(column: str) -> str:
 def needs_repair_sql(column: str) -> str:
     """A boolean expression: true unless a well-formed envelope without blank values.
 
-    Same cost as ``shape_sql`` on a good envelope, the only case that reaches the last arm.
+    Only an object shaped {"tags": array} reaches the jsonpath pass and the number check.
     """
     c = f"({column})"
     return (

@@ -78,7 +78,9 @@ def open_database(
     is_demo = False
     if raw is None:
         if not embedded_ok:
-            raise ConnectionProblem("no database URL given (--dsn, QSNAP_DATABASE_URL, DATABASE_URL)")
+            raise ConnectionProblem(
+                "no database URL given (--dsn, QSNAP_DATABASE_URL, DATABASE_URL)"
+            )
         from .embedded import ensure_demo_database
 
         raw = ensure_demo_database()

@@ -323,6 +323,8 @@ class DemoSpec:
     zips: int = 3000
     targets: int | None = None
     bands_per_target: int | None = None
+    # benchmark worlds: target 1's outer band asks for any zip, so every me_file is a member
+    broad: bool = False
 
 
 @dataclass(frozen=True)
@@ -350,26 +352,21 @@ def generate_demo(
     say = progress or log.info
     started = time.monotonic()
     rng = random.Random(spec.seed)
+    populations = 0
+    # One transaction: on a wal_level=minimal server (the embedded one) tables created and
+    # filled in the same transaction skip the WAL, which halves the cost of a large demo.
     with engine.begin() as conn:
+        conn.execute(text("set local synchronous_commit = off"))
         create_demo_schema(conn, reset=reset)
-    with engine.begin() as conn:
-        conn.execute(text("set local synchronous_commit = off"))
         parents = _insert_traits(conn, rng, spec)
-        say(f"traits: {len(parents)} parents")
-    with engine.begin() as conn:
-        conn.execute(text("set local synchronous_commit = off"))
         _insert_me_files(conn, spec)
         tags = _insert_tags(conn, spec, parents)
-        say(f"me_files: {spec.me_files}, tags: {tags}")
-    with engine.begin() as conn:
+        say(f"me_files: {spec.me_files}, tags: {tags} ({time.monotonic() - started:.1f}s)")
         targets = _insert_targets(conn, rng, spec, parents)
-    conn_targets = [t for t, _status in targets]
-    populations = 0
-    for target_id, status in targets:
-        if status == "not_populated":
-            continue
-        with engine.begin() as conn:
-            conn.execute(text("set local synchronous_commit = off"))
+        conn.execute(text("analyze"))
+        for target_id, status in targets:
+            if status == "not_populated":
+                continue
             populations += apply_membership(conn, target_id).total
             _fill_snapshots(conn, spec, target_id)
             conn.execute(
@@ -379,7 +376,8 @@ def generate_demo(
                 ),
                 {"s": status, "t": target_id, "at": BASE_TIME + timedelta(days=target_id)},
             )
-        say(f"target {target_id}: populated")
+            say(f"target {target_id}: populated ({time.monotonic() - started:.1f}s)")
+    conn_targets = [t for t, _status in targets]
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.execute(text("vacuum analyze"))
@@ -496,47 +494,69 @@ def _insert_me_files(conn: Connection, spec: DemoSpec) -> None:
 
 
 def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> int:
-    """Single answers (most parents), one zip each, and 0-4 picks of each multi-select parent."""
+    """Single answers (most parents), one zip each, and 0-3 picks of each multi-select parent.
+
+    Children sit one per row in a temp table joined by (parent, index): subscripting a
+    3,000-element array per generated row would detoast it every time.
+    """
     conn.execute(
         text(
-            "create temp table demo_parents (pid bigint, kind text, salt int, "
-            "children bigint[], vals text[], n int, pct int) on commit drop"
+            "create temp table demo_parents (pid bigint primary key, kind text, salt int, n int, "
+            "pct int) on commit drop"
         )
     )
     conn.execute(
-        text("insert into demo_parents values (:pid, :kind, :salt, :children, :vals, :n, :pct)"),
+        text(
+            "create temp table demo_children (pid bigint, idx int, trait_id bigint, val text, "
+            "primary key (pid, idx)) on commit drop"
+        )
+    )
+    conn.execute(
+        text("insert into demo_parents values (:pid, :kind, :salt, :n, :pct)"),
         [
             {
                 "pid": p.id,
                 "kind": p.kind,
                 "salt": 100 + i,
-                "children": list(p.children),
-                "vals": list(p.values),
                 "n": len(p.children),
                 "pct": 40 + (i * 37) % 40,
             }
             for i, p in enumerate(parents)
         ],
     )
+    conn.execute(
+        text("insert into demo_children values (:pid, :idx, :tid, :val)"),
+        [
+            {"pid": p.id, "idx": i, "tid": tid, "val": val}
+            for p in parents
+            for i, (tid, val) in enumerate(zip(p.children, p.values, strict=True))
+        ],
+    )
+    conn.execute(text("analyze demo_parents"))
+    conn.execute(text("analyze demo_children"))
     for index in MeFileTag.__table__.indexes:
         index.drop(conn)
     seed = spec.seed
-    pick = f"1 + {_h(seed, 0, 'm.id * 97 + dp.salt')} % dp.n"
     conn.execute(
         text(
             f"""
             insert into me_file_tags
                 (me_file_id, trait_id, tag_value, added_date, modified_date, added_by, modified_by)
-            select m.id, dp.children[c.i],
-                   case when dp.kind = 'zip' and {_h(seed, 5)} % 400 = 0 then null
-                        when dp.kind = 'zip' and {_h(seed, 6)} % 400 = 0 then ''
-                        else dp.vals[c.i] end,
+            select x.mid, c.trait_id,
+                   case when x.kind = 'zip' and x.blank = 0 then null
+                        when x.kind = 'zip' and x.blank = 1 then ''
+                        else c.val end,
                    :base, :base, 1, 1
-            from generate_series(1, :n) as m(id)
-            cross join demo_parents dp
-            cross join lateral (select {pick} as i) c
-            where dp.kind = 'zip'
-               or (dp.kind = 'single' and {_h(seed, 0, "m.id * 31 + dp.salt")} % 100 < dp.pct)
+            from (
+                select m.id as mid, dp.pid, dp.kind,
+                       {_h(seed, 0, "m.id * 97 + dp.salt")} % dp.n as idx,
+                       {_h(seed, 5)} % 400 as blank
+                from generate_series(1, :n) as m(id)
+                cross join demo_parents dp
+                where dp.kind = 'zip'
+                   or (dp.kind = 'single' and {_h(seed, 0, "m.id * 31 + dp.salt")} % 100 < dp.pct)
+            ) x
+            join demo_children c on c.pid = x.pid and c.idx = x.idx
             """
         ),
         {"n": spec.me_files, "base": BASE_TIME},
@@ -546,16 +566,19 @@ def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> in
             f"""
             insert into me_file_tags
                 (me_file_id, trait_id, tag_value, added_date, modified_date, added_by, modified_by)
-            select m.id, dp.children[1 + (s.start + j.k) % dp.n], dp.vals[1 + (s.start + j.k) % dp.n],
-                   :base, :base, 1, 1
-            from generate_series(1, :n) as m(id)
-            cross join demo_parents dp
-            cross join lateral (
-                select {_h(seed, 0, "m.id * 53 + dp.salt")} % dp.n as start,
-                       {_h(seed, 0, "m.id * 71 + dp.salt")} % 4 as picks
-            ) s
-            cross join lateral generate_series(0, least(s.picks, dp.n) - 1) as j(k)
-            where dp.kind = 'multi'
+            select x.mid, c.trait_id, c.val, :base, :base, 1, 1
+            from (
+                select m.id as mid, dp.pid, (s.start + j.k) % dp.n as idx
+                from generate_series(1, :n) as m(id)
+                cross join demo_parents dp
+                cross join lateral (
+                    select {_h(seed, 0, "m.id * 53 + dp.salt")} % dp.n as start,
+                           {_h(seed, 0, "m.id * 71 + dp.salt")} % 4 as picks
+                ) s
+                cross join lateral generate_series(0, least(s.picks, dp.n) - 1) as j(k)
+                where dp.kind = 'multi'
+            ) x
+            join demo_children c on c.pid = x.pid and c.idx = x.idx
             """
         ),
         {"n": spec.me_files, "base": BASE_TIME},
@@ -613,11 +636,15 @@ def _insert_targets(
         chosen = rng.sample(usable, 2 * nbands)
         if t == 0 and by_name["Home Own/Rent"] not in chosen:
             chosen[0] = by_name["Home Own/Rent"]
+        if t == 0 and spec.broad:
+            chosen[0] = by_name["Home Zip Code"]
         groups_so_far: list[int] = []
         for b in range(nbands):
             for parent in chosen[2 * b : 2 * b + (1 if b == 0 else rng.randint(1, 2))]:
                 group_id += 1
                 share = max(1, round(len(parent.children) * rng.uniform(0.5, 0.85)))
+                if parent.kind == "zip":
+                    share = len(parent.children)
                 picked = rng.sample(parent.children, share)
                 conn.execute(
                     insert(TraitGroup),

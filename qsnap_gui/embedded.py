@@ -17,19 +17,54 @@ DEMO_DATABASE = "qsnap_demo"
 def data_dir() -> Path:
     """Where the embedded server keeps its files; QSNAP_DATA_DIR overrides (tests, portable use)."""
     override = os.environ.get("QSNAP_DATA_DIR")
-    path = Path(override) if override else Path(platformdirs.user_data_dir("qsnap", appauthor=False))
+    path = (
+        Path(override) if override else Path(platformdirs.user_data_dir("qsnap", appauthor=False))
+    )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
-def server_url(database: str = "postgres") -> str:
-    """Start (or reuse) the embedded server and return a URL for one of its databases."""
+# A local, single-user server: sized for bulk loads, and with wal_level minimal so a table
+# created and filled in one transaction (the demo, the benchmark) skips the WAL.
+TUNING = {
+    "shared_buffers": "512MB",
+    "wal_level": "minimal",
+    "max_wal_senders": "0",
+    "max_wal_size": "8GB",
+    "checkpoint_timeout": "30min",
+    "maintenance_work_mem": "512MB",
+    "work_mem": "64MB",
+    "max_parallel_maintenance_workers": "2",
+    "jit": "off",
+}
+
+
+def start_server(pgdata: Path):
+    """Start (or reuse) a pgserver instance, tuned once (a restart) on first start."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
+        from pgserver._commands import pg_ctl
 
-        server = pgserver.get_server(data_dir() / "pgdata", cleanup_mode=None)
-    uri = server.get_uri(database)
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        import psycopg
+
+        with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
+            current = conn.execute("show wal_level").fetchone()[0]
+            if current != TUNING["wal_level"]:
+                for name, value in TUNING.items():
+                    conn.execute(f"alter system set {name} = '{value}'")
+        if current != TUNING["wal_level"]:
+            pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
+            server._postmaster_info = None
+            server.ensure_postgres_running()
+    return server
+
+
+def server_url(database: str = "postgres") -> str:
+    """Start (or reuse) the embedded server and return a URL for one of its databases."""
+    uri = start_server(data_dir() / "pgdata").get_uri(database)
     return uri.replace("postgresql://", "postgresql+psycopg://", 1)
 
 

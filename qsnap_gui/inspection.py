@@ -433,7 +433,22 @@ def _children(parents: Iterable[ParentTrait]) -> dict[tuple[int, int], list[str 
 
 
 def _sort_key(item: tuple) -> tuple:
-    return tuple((v is None, str(v)) if not isinstance(v, int) else (False, v) for v in item)
+    return (item[0], item[1], *((v is None, v or "") for v in item[2:]))
+
+
+def _diff_values(
+    was: list[str | None], now: list[str | None]
+) -> tuple[list[str | None], list[str | None], list[tuple[str | None, str | None]]]:
+    """(removed, added, changed) values of one (parent, trait) key, as multisets."""
+    if len(was) == 1 and len(now) == 1:
+        return ([], [], []) if was[0] == now[0] else ([], [], [(was[0], now[0])])
+    was, now = list(was), list(now)
+    for v in list(was):
+        if v in now:
+            now.remove(v)
+            was.remove(v)
+    pairs = min(len(was), len(now))
+    return was[pairs:], now[pairs:], list(zip(was[:pairs], now[:pairs], strict=True))
 
 
 def compare_snapshot(stored: Decoded, rebuilt: dict) -> StaleCheck:
@@ -446,32 +461,36 @@ def compare_snapshot(stored: Decoded, rebuilt: dict) -> StaleCheck:
         }.get(shape, f"not comparable: invalid snapshot ({stored.error})")
         return StaleCheck(comparable=False, note=reason, rebuilt=rebuilt)
     current = decode(rebuilt)
-    old, new = _children(stored.parents), _children(current.parents)
     legacy = shape is Shape.LEGACY_FLAT
+    if not legacy and stored.parents == current.parents:
+        return StaleCheck(comparable=True, up_to_date=True, rebuilt=rebuilt)
+    old, new = _children(stored.parents), _children(current.parents)
     added: list[TagDiff] = []
     removed: list[TagDiff] = []
     changed: list[TagChange] = []
-    for key in old.keys() | new.keys():
-        was, now = list(old.get(key, ())), list(new.get(key, ()))
-        if legacy:  # the legacy form holds trait names, not values: compare by trait only
-            was, now = [None] * len(was), [None] * len(now)
-        for v in list(was):
-            if v in now:
-                now.remove(v)
-                was.remove(v)
-        pairs = min(len(was), len(now))
-        changed.extend(TagChange(*key, a, b) for a, b in zip(was[:pairs], now[:pairs], strict=True))
-        removed.extend(TagDiff(*key, v) for v in was[pairs:])
-        added.extend(TagDiff(*key, v) for v in now[pairs:])
-    if legacy:
-        # report the values as they are now (added) / as the legacy entry named them (removed)
-        added = [TagDiff(a.parent_id, a.trait_id, _first(new, a)) for a in added]
-        removed = [TagDiff(r.parent_id, r.trait_id, _first(old, r)) for r in removed]
-    up_to_date = stored.parents == current.parents
+    for key, now in new.items():
+        if key not in old:
+            added.extend(TagDiff(*key, v) for v in now)
+    for key, was in old.items():
+        now = new.get(key)
+        if now is None:
+            removed.extend(TagDiff(*key, v) for v in was)
+        elif legacy:
+            # the legacy form holds trait names, not values: compare by trait only, and show
+            # the extra entries with their value now / the name the legacy entry gave
+            extra = len(now) - len(was)
+            added.extend(TagDiff(*key, v) for v in now[len(now) - extra :] if extra > 0)
+            removed.extend(TagDiff(*key, v) for v in was[len(was) + extra :] if extra < 0)
+        else:
+            gone, came, swapped = _diff_values(was, now)
+            removed.extend(TagDiff(*key, v) for v in gone)
+            added.extend(TagDiff(*key, v) for v in came)
+            changed.extend(TagChange(*key, a, b) for a, b in swapped)
+    up_to_date = False
     note = None
     if legacy:
         note = "legacy flat form holds no values: compared by trait only; repair rewrites it"
-    elif not up_to_date and not (added or removed or changed):
+    elif not (added or removed or changed):
         note = "same tags, but parent names, display orders or order differ from the traits now"
     return StaleCheck(
         comparable=True,
@@ -482,11 +501,6 @@ def compare_snapshot(stored: Decoded, rebuilt: dict) -> StaleCheck:
         note=note,
         rebuilt=rebuilt,
     )
-
-
-def _first(values: dict[tuple[int, int], list[str | None]], d: TagDiff) -> str | None:
-    found = values.get((d.parent_id, d.trait_id))
-    return found[0] if found else None
 
 
 # --- search and paging ----------------------------------------------------------------------
@@ -651,6 +665,11 @@ def _pretty(value: Any, indent: str) -> str:
             return "[]"
         if all(not isinstance(v, (list, dict)) for v in value):
             return json.dumps(value, ensure_ascii=False)
+        head, last = value[:-1], value[-1]
+        if head and isinstance(last, list) and all(not isinstance(v, (list, dict)) for v in head):
+            # a parent entry: [id, name, order, [children…]] opens on one line
+            scalars = ", ".join(json.dumps(v, ensure_ascii=False) for v in head)
+            return f"[{scalars}, {_pretty(last, indent)}]"
         inner = indent + "  "
         items = ",\n".join(inner + _pretty(v, inner) for v in value)
         return f"[\n{items}\n{indent}]"
@@ -674,7 +693,7 @@ def membership_json_text(m: Membership) -> str:
 
 
 SHAPE_NOTES = {
-    Shape.MISSING: "Never snapshotted",
+    Shape.MISSING: "never snapshotted (NULL)",
     Shape.ENVELOPE: "envelope",
     Shape.BARE_ARRAY: "bare array (old form; repair rewrites it as an envelope)",
     Shape.LEGACY_FLAT: "legacy flat (no values, no nesting; repair rebuilds it)",
@@ -786,24 +805,37 @@ def next_band_lines(m: Membership) -> list[str]:
     return lines
 
 
-def stale_lines(s: StaleCheck) -> list[str]:
+def stale_lines(s: StaleCheck, limit: int = 50) -> list[str]:
+    """The stale check in words; each of added/removed/changed clipped to ``limit`` lines."""
     if not s.comparable:
         return [s.note or "not comparable"]
     if s.up_to_date:
         return ["up to date"]
     lines = ["stale: the stored snapshot differs from the tags now"]
-    lines.extend(
-        f"+ added   parent {d.parent_id}, trait {d.trait_id}: {value_text(d.value)}"
-        for d in s.added
+
+    def clipped(items: tuple, fmt) -> None:
+        lines.extend(fmt(d) for d in items[:limit])
+        if len(items) > limit:
+            lines.append(f"  … and {len(items) - limit:,} more")
+
+    clipped(
+        s.added,
+        lambda d: (
+            f"+ added   parent {d.parent_id}, trait {d.trait_id}: {_clip(value_text(d.value))}"
+        ),
     )
-    lines.extend(
-        f"- removed parent {d.parent_id}, trait {d.trait_id}: {value_text(d.value)}"
-        for d in s.removed
+    clipped(
+        s.removed,
+        lambda d: (
+            f"- removed parent {d.parent_id}, trait {d.trait_id}: {_clip(value_text(d.value))}"
+        ),
     )
-    lines.extend(
-        f"~ changed parent {d.parent_id}, trait {d.trait_id}: "
-        f"{value_text(d.stored_value)} -> {value_text(d.current_value)}"
-        for d in s.changed
+    clipped(
+        s.changed,
+        lambda d: (
+            f"~ changed parent {d.parent_id}, trait {d.trait_id}: "
+            f"{_clip(value_text(d.stored_value))} -> {_clip(value_text(d.current_value))}"
+        ),
     )
     if s.note:
         lines.append(s.note)

@@ -56,14 +56,17 @@ MEMBERSHIP_SQL = """
         from bands b left join target_band_trait_groups bg on bg.target_band_id = b.band_id
         group by b.band_id, b.idx
     ),
-    hits as (
-        select mt.me_file_id, bg.target_band_id as band_id,
-               count(distinct bg.trait_group_id) as n
+    band_traits as (
+        select distinct bg.target_band_id as band_id, bg.trait_group_id, gt.trait_id
         from target_band_trait_groups bg
         join trait_group_traits gt on gt.trait_group_id = bg.trait_group_id
-        join me_file_tags mt on mt.trait_id = gt.trait_id
         where bg.target_band_id = any(cast(:band_ids as bigint[]))
-        group by mt.me_file_id, bg.target_band_id
+    ),
+    hits as (
+        select me_file_id, band_id, count(*) as n
+        from (select distinct mt.me_file_id, bt.band_id, bt.trait_group_id
+              from band_traits bt join me_file_tags mt on mt.trait_id = bt.trait_id) d
+        group by me_file_id, band_id
     ),
     sat as (
         select h.me_file_id, w.idx

@@ -87,9 +87,7 @@ def list_targets(conn: Connection) -> list[TargetRow]:
     ).all()
     populating = [r[0] for r in rows if r[2] == "populating"]
     busy = locks.held_elsewhere(conn, locks.TARGET, populating) if populating else set()
-    return [
-        TargetRow(*r, stuck=(r[2] == "populating" and r[0] not in busy)) for r in rows
-    ]
+    return [TargetRow(*r, stuck=(r[2] == "populating" and r[0] not in busy)) for r in rows]
 
 
 def get_target(conn: Connection, target_id: int) -> TargetRow:
