@@ -33,7 +33,7 @@ class ProgressPrinter:
         self.tty = self.stream.isatty()
         self.lock = threading.Lock()
         self.state: dict[int, Progress] = {}
-        self.last_line: dict[int, float] = {}
+        self.last_step: dict[int, int] = {}
 
     def __call__(self, p: Progress) -> None:
         with self.lock:
@@ -47,7 +47,7 @@ class ProgressPrinter:
                 self.stream.write("\r" + "  ".join(parts)[:200])
                 self.stream.flush()
                 return
-            if p.state is JobState.RUNNING and p.batches:
+            if p.state is JobState.RUNNING and p.batches and self._worth_a_line(p):
                 self.stream.write(
                     f"band {p.band_id}: batch {p.batch}/{p.batches} "
                     f"({p.rows_done}/{p.rows_total} rows)\n"
@@ -55,6 +55,14 @@ class ProgressPrinter:
             elif p.state is not JobState.RUNNING:
                 detail = f": {p.message}" if p.message and p.message != str(p.state) else ""
                 self.stream.write(f"band {p.band_id}: {p.state}{detail}\n")
+
+    def _worth_a_line(self, p: Progress) -> bool:
+        """The first and last batch and every 5% between, so logs stay readable."""
+        step = p.batch * 20 // p.batches
+        if p.batch in (1, p.batches) or step != self.last_step.get(p.band_id):
+            self.last_step[p.band_id] = step
+            return True
+        return False
 
     def done(self) -> None:
         if self.tty and self.state:

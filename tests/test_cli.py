@@ -1,0 +1,199 @@
+"""The ``qsnap`` command line: output, exit codes and one-line errors, on real databases."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from qsnap_gui.cli import main
+from qsnap_gui.codec import SHAPES
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_targets_json_counts_match_sql(db, db_url, capsys):
+    code, out, err = run(capsys, "--dsn", db_url, "targets", "--json")
+    assert code == 0, err
+    targets = {t["id"]: t for t in json.loads(out)}
+    with db.engine.connect() as conn:
+        expected = dict(
+            conn.execute(
+                text(
+                    "select t.id, count(tp.id) from targets t left join target_bands b "
+                    "on b.target_id = t.id left join target_populations tp "
+                    "on tp.target_band_id = b.id group by t.id"
+                )
+            ).all()
+        )
+        missing = dict(
+            conn.execute(
+                text(
+                    "select b.target_id, count(*) from target_populations tp join target_bands b "
+                    "on b.id = tp.target_band_id where tp.matching_tags_snapshot is null "
+                    "group by 1"
+                )
+            ).all()
+        )
+    assert {i: t["population"] for i, t in targets.items()} == expected
+    assert {i: t["missing_snapshots"] for i, t in targets.items() if t["missing_snapshots"]} == (
+        missing
+    )
+    assert [t["stuck"] for t in targets.values()].count(True) == 1
+
+
+def test_targets_table_is_readable(db_url, capsys):
+    code, out, _ = run(capsys, "--dsn", db_url, "targets")
+    assert code == 0
+    header = out.splitlines()[0].split()
+    assert header[:3] == ["id", "title", "status"]
+    assert "stuck (populating, no job running)" in out
+
+
+def test_bands_json_labels_and_shapes(db, db_url, capsys):
+    code, out, err = run(capsys, "--dsn", db_url, "bands", "1", "--json")
+    assert code == 0, err
+    bands = json.loads(out)
+    assert bands[0]["label"] == "Bullseye" and bands[0]["is_bullseye"]
+    assert [b["label"] for b in bands[1:]] == [f"Ring {i}" for i in range(1, len(bands))]
+    counts = [len(b["trait_groups"]) for b in bands]
+    assert counts == sorted(counts, reverse=True)
+    with db.engine.connect() as conn:
+        for band in bands:
+            population = conn.execute(
+                text("select count(*) from target_populations where target_band_id = :b"),
+                {"b": band["band_id"]},
+            ).scalar()
+            assert band["population"] == population == sum(band["shapes"].values())
+            assert set(band["shapes"]) == {str(s) for s in SHAPES}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["bands", "999"], "target 999 does not exist"),
+        (["bands", "abc"], "target id must be a whole number, got 'abc'"),
+        (["snapshot", "--band", "999"], "band 999 does not exist"),
+        (["snapshot", "--target", "1; drop table traits"], "target id must be a whole number"),
+        (["inspect", "99999999"], "me_file 99999999 does not exist"),
+        (["populate", "-5"], "target id must be a positive number"),
+    ],
+)
+def test_bad_ids_exit_2_with_one_line(db_url, capsys, args, message):
+    code, out, err = run(capsys, "--dsn", db_url, *args)
+    assert code == 2
+    assert err.strip().startswith("qsnap: ") and message in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_connection_problems_are_one_masked_line(db_url, capsys):
+    url = make_url(db_url).set(database="no_such_db", password="s3cret-pw")
+    code, _, err = run(capsys, "--dsn", url.render_as_string(hide_password=False), "targets")
+    assert code == 2
+    assert "cannot connect to" in err and "no_such_db" in err and "does not exist" in err
+    assert "s3cret-pw" not in err and len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "--dsn", "mysql://u:p@h/db", "targets")
+    assert code == 2 and "unsupported database URL scheme 'mysql'" in err
+
+
+def test_schema_problems_name_what_is_missing(empty_db_url, capsys):
+    code, _, err = run(capsys, "--dsn", empty_db_url, "targets")
+    assert code == 2 and "missing tables: me_file_tags, me_files, target_band_trait_groups" in err
+    assert run(capsys, "--dsn", empty_db_url, "demo", "--me-files", "200")[0] == 0
+    from qsnap_gui.db import open_database
+
+    db = open_database(empty_db_url)
+    with db.engine.begin() as conn:
+        conn.execute(text("alter table targets drop column population_status"))
+    db.dispose()
+    code, _, err = run(capsys, "--dsn", empty_db_url, "targets")
+    assert code == 2 and "missing columns: targets.population_status" in err
+
+
+def test_demo_refuses_foreign_tables_and_resets_its_own(empty_db_url, capsys):
+    assert run(capsys, "--dsn", empty_db_url, "demo", "--me-files", "300", "--seed", "3")[0] == 0
+    code, _, err = run(capsys, "--dsn", empty_db_url, "demo", "--me-files", "300")
+    assert code == 2 and "already has Qlarius tables" in err
+    from qsnap_gui.db import open_database
+
+    db = open_database(empty_db_url)
+    with db.engine.begin() as conn:
+        conn.execute(text("comment on table targets is 'production'"))
+    code, _, err = run(capsys, "--dsn", empty_db_url, "demo", "--reset")
+    assert code == 2 and "was not created by qsnap demo" in err
+    with db.engine.begin() as conn:
+        conn.execute(text("comment on table targets is 'qsnap demo database'"))
+        conn.execute(
+            text(
+                "insert into traits (id, trait_name, is_active, added_date, modified_date, added_by, modified_by) values (999999, 'x', '1', now(), now(), 1, 1)"
+            )
+        )
+    assert run(capsys, "--dsn", empty_db_url, "demo", "--me-files", "300", "--reset")[0] == 0
+    with db.engine.connect() as conn:
+        assert conn.execute(text("select count(*) from traits where id = 999999")).scalar() == 0
+        assert conn.execute(text("select count(*) from me_files")).scalar() == 300
+    db.dispose()
+
+
+def test_demo_is_deterministic_for_a_seed(create_db, capsys):
+    from qsnap_gui.db import open_database
+
+    digests = []
+    for _ in range(2):
+        url = create_db("seeded")
+        assert run(capsys, "--dsn", url, "demo", "--me-files", "400", "--seed", "11")[0] == 0
+        db = open_database(url)
+        with db.engine.connect() as conn:
+            digests.append(
+                conn.execute(
+                    text(
+                        "select md5(string_agg(x, '|' order by x)) from ("
+                        "select me_file_id || ':' || trait_id || ':' || coalesce(tag_value, '~') x "
+                        "from me_file_tags union all "
+                        "select target_band_id || ':' || me_file_id || ':' || "
+                        "coalesce(matching_tags_snapshot::text, '~') from target_populations) s"
+                    )
+                ).scalar()
+            )
+        db.dispose()
+    assert digests[0] == digests[1]
+
+
+def test_demo_holds_every_shape_and_tag_counts_in_range(db):
+    with db.engine.connect() as conn:
+        low, high, zips = conn.execute(
+            text(
+                "select min(c), max(c), min(z) from (select me_file_id, count(*) c, "
+                "count(*) filter (where t.parent_trait_id = (select id from traits "
+                "where trait_name = 'Home Zip Code')) z from me_file_tags mt join traits t "
+                "on t.id = mt.trait_id group by 1) x"
+            )
+        ).one()
+    assert low >= 15 and high <= 65 and zips == 1
+
+
+def test_snapshot_target_fills_then_writes_nothing(fresh_db, capsys):
+    url = fresh_db.url.render_as_string(hide_password=False)
+    code, out, err = run(capsys, "--dsn", url, "snapshot", "--target", "2")
+    assert code == 0, err
+    written = int(out.split("total: ")[1].split()[0])
+    assert written > 0 and "band " in err and "batch 1/" in err
+    with fresh_db.engine.connect() as conn:
+        assert (
+            conn.execute(
+                text(
+                    "select count(*) from target_populations tp join target_bands b "
+                    "on b.id = tp.target_band_id where b.target_id = 2 "
+                    "and tp.matching_tags_snapshot is null"
+                )
+            ).scalar()
+            == 0
+        )
+    code, out, _ = run(capsys, "--dsn", url, "snapshot", "--target", "2")
+    assert code == 0 and "total: 0 rows written" in out
