@@ -36,26 +36,33 @@ TUNING = {
     "work_mem": "64MB",
     "max_parallel_maintenance_workers": "2",
     "jit": "off",
+    "random_page_cost": "1.1",
+    "effective_cache_size": "4GB",
 }
+NEEDS_RESTART = {"shared_buffers", "wal_level", "max_wal_senders"}
 
 
 def start_server(pgdata: Path):
-    """Start (or reuse) a pgserver instance, tuned once (a restart) on first start."""
+    """Start (or reuse) a pgserver instance and apply TUNING (restarting only if it must)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver
+        import psycopg
         from pgserver._commands import pg_ctl
 
         logging.getLogger("pgserver").setLevel(logging.WARNING)
         server = pgserver.get_server(pgdata, cleanup_mode=None)
-        import psycopg
-
         with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
-            current = conn.execute("show wal_level").fetchone()[0]
-            if current != TUNING["wal_level"]:
-                for name, value in TUNING.items():
-                    conn.execute(f"alter system set {name} = '{value}'")
-        if current != TUNING["wal_level"]:
+            changed = [
+                name
+                for name, value in TUNING.items()
+                if conn.execute(f"show {name}").fetchone()[0] != value
+            ]
+            for name in changed:
+                conn.execute(f"alter system set {name} = '{TUNING[name]}'")
+            if changed:
+                conn.execute("select pg_reload_conf()")
+        if NEEDS_RESTART & set(changed):
             pg_ctl(["-w", "restart"], pgdata=server.pgdata, user=server.system_user, timeout=60)
             server._postmaster_info = None
             server.ensure_postgres_running()

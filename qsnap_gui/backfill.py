@@ -1,0 +1,832 @@
+"""Bulk backfill (issue 6): find every population whose snapshot is missing, broken or stale,
+and fix them band by band with the snapshot engine. No Qt here: the wizard and ``qsnap
+backfill`` share this module.
+
+Categories and the engine modes they use
+----------------------------------------
+* **missing**: ``matching_tags_snapshot IS NULL``. Fixed in ``Mode.MISSING``, whose write guard
+  touches NULL rows only.
+* **broken**: ``codec.needs_repair_sql`` minus NULL (bare array, legacy flat, empty object,
+  null values, invalid). Fixed in ``Mode.REPAIR``, whose guard also fills NULL rows, so
+  *broken implies missing*: ``effective_categories`` adds it, and the wizard shows it checked.
+* **stale**: a well-formed envelope that differs (as jsonb) from what
+  ``snapshots.snapshot_select_sql`` builds from the current tags. The engine has no
+  "stale only" mode: ``Mode.FORCE`` rewrites **every row of the band**. So *stale implies
+  missing and broken*, and in a band with at least one stale row the whole band is rewritten:
+  rows already current get the same snapshot value back with a new ``updated_at``
+  (``BandOutcome.rewritten_unchanged`` counts them). A band without stale rows runs in repair
+  or missing mode as above. This is the only case where a row outside the chosen categories
+  gets a new ``updated_at``, and only when stale was chosen.
+
+Rows outside the chosen scope keep their snapshot and ``updated_at``: with only missing chosen,
+broken and stale rows stay untouched; with missing and broken, stale rows stay untouched.
+
+The rate estimate
+-----------------
+``measure_rate`` times ``snapshot_select_sql`` (the builder the engine runs) on a sample of up
+to ``SAMPLE_ROWS`` rows of the largest bands to fix, inside the database and without writing,
+and divides by ``WRITE_COST_FACTOR``: on the demo databases (3,000 and 100,000 me_files) a
+whole band job (build into a temporary table, then keyset UPDATE batches that also maintain
+the GIN index, then the recount) took about 1.5 times as long per row as building a sample of
+the same band's rows. ``estimate_seconds`` adds ``BAND_OVERHEAD_SECONDS`` per band job
+(connection, lock, staging table) and divides by the square root of the jobs run at a time.
+The sample costs a few hundred milliseconds at most and takes no lock beyond a plain read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from .codec import BROKEN_SHAPES, Shape, needs_repair_sql, shape_sql
+from .errors import UsageError
+from .queries import band_order
+from .snapshots import (
+    DEFAULT_BATCH_SIZE,
+    MAX_ATTEMPTS,
+    BandResult,
+    CancelFlag,
+    JobState,
+    Mode,
+    ProgressFn,
+    snapshot_band,
+    snapshot_select_sql,
+)
+
+
+class Category(StrEnum):
+    MISSING = "missing"
+    BROKEN = "broken"
+    STALE = "stale"
+
+
+CATEGORIES: tuple[Category, ...] = tuple(Category)
+DEFAULT_INCLUDE: frozenset[Category] = frozenset({Category.MISSING, Category.BROKEN})
+BROKEN_SHAPE_NAMES: tuple[str, ...] = tuple(str(s) for s in BROKEN_SHAPES)
+
+SAMPLE_ROWS = 5000
+WRITE_COST_FACTOR = 1.5
+BAND_OVERHEAD_SECONDS = 0.05
+STALE_CHUNK_ROWS = 10_000
+# Progress work units per row checked: the deep (stale) check builds a snapshot per row and
+# costs several times the shape check on the demo database.
+BROKEN_WORK = 1
+STALE_WORK = 4
+
+COLUMN = "tp.matching_tags_snapshot"
+
+ScanProgressFn = Callable[[int, int, str], None]
+LogFn = Callable[[str], None]
+
+
+class ScanCancelled(Exception):
+    """The operator cancelled the scan; nothing was changed."""
+
+
+def parse_categories(values: Iterable[str]) -> frozenset[Category]:
+    """Categories from operator input ("missing", "broken,stale", …), or a clear UsageError."""
+    chosen: set[Category] = set()
+    for value in values:
+        for word in str(value).split(","):
+            word = word.strip().lower()
+            if not word:
+                continue
+            try:
+                chosen.add(Category(word))
+            except ValueError:
+                names = ", ".join(c.value for c in CATEGORIES)
+                raise UsageError(f"unknown category {word[:40]!r} (choose from {names})") from None
+    if not chosen:
+        raise UsageError("choose at least one category: missing, broken, stale")
+    return frozenset(chosen)
+
+
+def effective_categories(chosen: Iterable[Category | str]) -> frozenset[Category]:
+    """What a run really fixes: repair mode also fills NULL, force mode rewrites everything."""
+    cats = {Category(c) for c in chosen}
+    if Category.STALE in cats:
+        cats |= {Category.BROKEN, Category.MISSING}
+    if Category.BROKEN in cats:
+        cats.add(Category.MISSING)
+    return frozenset(cats)
+
+
+def implied_note(chosen: Iterable[Category | str]) -> str | None:
+    """One line saying which categories a choice brings along, or None."""
+    chosen = {Category(c) for c in chosen}
+    added = effective_categories(chosen) - chosen
+    if not added:
+        return None
+    names = ", ".join(c.value for c in CATEGORIES if c in added)
+    if Category.STALE in chosen:
+        return f"stale includes {names}: force mode rewrites every row of a band with stale rows"
+    return f"broken includes {names}: repair mode also fills missing snapshots"
+
+
+# --- scan -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BandRef:
+    target_id: int
+    target_title: str
+    band_id: int
+    label: str
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class ScanRow:
+    """Counts of one band. A category that was not checked is None (shown as "-")."""
+
+    target_id: int
+    target_title: str
+    band_id: int
+    label: str
+    population: int
+    missing: int | None = None
+    broken: int | None = None
+    stale: int | None = None
+    shapes: Mapping[str, int] = field(default_factory=dict)
+
+    def count(self, category: Category | str) -> int:
+        return getattr(self, Category(category).value) or 0
+
+    def counted(self, category: Category | str) -> bool:
+        return getattr(self, Category(category).value) is not None
+
+    def to_json(self) -> dict:
+        return {
+            "target_id": self.target_id,
+            "target_title": self.target_title,
+            "band_id": self.band_id,
+            "label": self.label,
+            "population": self.population,
+            "missing": self.missing,
+            "broken": self.broken,
+            "stale": self.stale,
+            "broken_shapes": dict(self.shapes),
+        }
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    include: frozenset[Category]
+    rows: tuple[ScanRow, ...]
+    seconds: float = 0.0
+    rows_per_second: float | None = None
+
+    def row(self, band_id: int) -> ScanRow:
+        for r in self.rows:
+            if r.band_id == band_id:
+                return r
+        raise KeyError(band_id)
+
+    def totals(self, band_ids: Iterable[int] | None = None) -> dict[str, int]:
+        wanted = None if band_ids is None else set(band_ids)
+        rows = [r for r in self.rows if wanted is None or r.band_id in wanted]
+        out = {"bands": len(rows), "population": sum(r.population for r in rows)}
+        out.update({c.value: sum(r.count(c) for r in rows) for c in CATEGORIES})
+        for shape in BROKEN_SHAPE_NAMES:
+            out[shape] = sum(r.shapes.get(shape, 0) for r in rows)
+        return out
+
+    def to_json(self) -> dict:
+        return {
+            "include": [c.value for c in CATEGORIES if c in self.include],
+            "bands": [r.to_json() for r in self.rows],
+            "totals": self.totals(),
+            "scan_seconds": round(self.seconds, 3),
+            "rows_per_second": round(self.rows_per_second, 1) if self.rows_per_second else None,
+        }
+
+
+@dataclass(frozen=True)
+class TargetChoice:
+    id: int
+    title: str
+    population_status: str
+
+
+def list_target_choices(conn: Connection) -> list[TargetChoice]:
+    """Targets for the wizard's scope page: cheap, no population counts."""
+    rows = conn.execute(text("select id, title, population_status from targets order by id")).all()
+    return [TargetChoice(int(i), t or "", s or "") for i, t, s in rows]
+
+
+def resolve_bands(conn: Connection, target_ids: Iterable[int] | None = None) -> list[BandRef]:
+    """Bands of the chosen targets (all targets when None), labelled; unknown ids: UsageError.
+
+    Bands whose target row is gone (an orphan band) belong to no target and are not scanned.
+    """
+    if target_ids is None:
+        targets = conn.execute(text("select id, title from targets order by id")).all()
+    else:
+        wanted = list(dict.fromkeys(int(t) for t in target_ids))
+        targets = conn.execute(
+            text("select id, title from targets where id = any(:ids) order by id"),
+            {"ids": wanted},
+        ).all()
+        unknown = sorted(set(wanted) - {t[0] for t in targets})
+        if unknown:
+            noun = "target" if len(unknown) == 1 else "targets"
+            verb = "does" if len(unknown) == 1 else "do"
+            raise UsageError(f"{noun} {', '.join(map(str, unknown))} {verb} not exist")
+    bands: list[BandRef] = []
+    for target_id, title in targets:
+        bands.extend(
+            BandRef(target_id, title or "", b.id, b.label, b.title)
+            for b in band_order(conn, target_id)
+        )
+    return bands
+
+
+def band_ref(conn: Connection, band_id: int) -> BandRef:
+    target_id = conn.execute(
+        text("select target_id from target_bands where id = :b"), {"b": band_id}
+    ).scalar()
+    if target_id is None:
+        raise UsageError(f"band {band_id} does not exist")
+    for ref in resolve_bands(conn, [target_id]):
+        if ref.band_id == band_id:
+            return ref
+    raise UsageError(f"band {band_id} does not exist")  # pragma: no cover - raced a delete
+
+
+POPULATION_SQL = """
+    select tp.target_band_id, count(*) from target_populations tp
+    where tp.target_band_id = any(:ids) group by 1
+"""
+# Written literally as "IS NULL" next to the band filter so that a partial index
+# (where matching_tags_snapshot is null) serves it where one exists.
+MISSING_SQL = f"""
+    select tp.target_band_id, count(*) from target_populations tp
+    where tp.target_band_id = any(:ids) and {COLUMN} is null group by 1
+"""
+BROKEN_SQL = f"""
+    select {shape_sql(COLUMN)} as shape, count(*) from target_populations tp
+    where tp.target_band_id = :band and {COLUMN} is not null and {needs_repair_sql(COLUMN)}
+    group by 1
+"""
+CHUNK_SQL = """
+    select max(id), count(*) from (
+        select tp.id from target_populations tp
+        where tp.target_band_id = :band and tp.id > :after order by tp.id limit :n
+    ) c
+"""
+_STALE_ROWS = (
+    "select tp.id, tp.me_file_id from target_populations tp "
+    "where tp.target_band_id = :band and tp.id > :after and tp.id <= :upto "
+    f"and {COLUMN} is not null and not ({needs_repair_sql(COLUMN)})"
+)
+STALE_SQL = f"""
+    select count(*) from ({snapshot_select_sql(_STALE_ROWS)}) s
+    join target_populations tp on tp.id = s.id
+    where tp.matching_tags_snapshot <> s.snap
+"""
+
+
+@contextmanager
+def _interruptible(conn: Connection, cancel: CancelFlag | None):
+    """Cancel the running statement on the server as soon as ``cancel`` is set."""
+    if cancel is None:
+        yield
+        return
+    done = threading.Event()
+    raw = conn.connection.dbapi_connection
+
+    def watch() -> None:
+        while not done.wait(0.05):
+            if cancel.is_set():
+                # the statement may have ended meanwhile: then there is nothing to stop
+                with contextlib.suppress(Exception):
+                    raw.cancel_safe(timeout=5)
+                return
+
+    watcher = threading.Thread(target=watch, name="qsnap-scan-cancel", daemon=True)
+    watcher.start()
+    try:
+        yield
+    except DBAPIError:
+        if cancel.is_set():
+            conn.rollback()
+            raise ScanCancelled from None
+        raise
+    finally:
+        done.set()
+        watcher.join()
+    if cancel.is_set():
+        raise ScanCancelled
+
+
+def _broken_shapes(conn: Connection, band_id: int) -> dict[str, int]:
+    shapes = dict.fromkeys(BROKEN_SHAPE_NAMES, 0)
+    for shape, count in conn.execute(text(BROKEN_SQL), {"band": band_id}):
+        # A JSON null is not SQL NULL: missing mode skips it and repair rewrites it, so it
+        # counts as broken; shape_sql calls it "missing", shown here as invalid.
+        key = Shape.INVALID.value if shape == Shape.MISSING.value else shape
+        shapes[key] = shapes.get(key, 0) + count
+    return shapes
+
+
+def _stale_count(
+    conn: Connection,
+    band_id: int,
+    cancel: CancelFlag | None,
+    step: Callable[[int], None],
+    chunk_rows: int = STALE_CHUNK_ROWS,
+) -> int:
+    """The deep check, in keyset chunks of the band's rows so progress and cancel keep up."""
+    stale = 0
+    after = 0
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise ScanCancelled
+        upto, n = conn.execute(
+            text(CHUNK_SQL), {"band": band_id, "after": after, "n": chunk_rows}
+        ).one()
+        if not n:
+            return stale
+        with _interruptible(conn, cancel):
+            stale += conn.execute(
+                text(STALE_SQL), {"band": band_id, "after": after, "upto": upto}
+            ).scalar_one()
+        conn.commit()
+        step(n)
+        after = upto
+
+
+def _count_band(
+    conn: Connection,
+    ref: BandRef,
+    include: frozenset[Category],
+    population: int,
+    missing: int | None,
+    cancel: CancelFlag | None,
+    step: Callable[[int], None],
+) -> ScanRow:
+    broken = stale = None
+    shapes: dict[str, int] = {}
+    if Category.BROKEN in include:
+        with _interruptible(conn, cancel):
+            shapes = _broken_shapes(conn, ref.band_id)
+        conn.commit()
+        broken = sum(shapes.values())
+        step(population * BROKEN_WORK)
+    if Category.STALE in include:
+        stale = _stale_count(conn, ref.band_id, cancel, lambda n: step(n * STALE_WORK))
+    return ScanRow(
+        ref.target_id,
+        ref.target_title,
+        ref.band_id,
+        ref.label,
+        population,
+        missing,
+        broken,
+        stale,
+        shapes,
+    )
+
+
+def _populations(conn: Connection, band_ids: list[int]) -> dict[int, int]:
+    return dict(conn.execute(text(POPULATION_SQL), {"ids": band_ids}).all())
+
+
+def _missing(conn: Connection, band_ids: list[int]) -> dict[int, int]:
+    return dict(conn.execute(text(MISSING_SQL), {"ids": band_ids}).all())
+
+
+def scan(
+    conn: Connection,
+    target_ids: Iterable[int] | None = None,
+    include: Iterable[Category | str] = DEFAULT_INCLUDE,
+    cancel: CancelFlag | None = None,
+    progress: ScanProgressFn | None = None,
+    *,
+    measure: bool = True,
+) -> ScanResult:
+    """Count, per band of the chosen targets, the rows of each included category.
+
+    Reads only. Ends the connection's transaction between steps (no transaction stays open
+    for a long deep check). ``progress(done, total, message)`` counts work units;
+    ``cancel`` stops it (also in the middle of a statement) with ``ScanCancelled``. With
+    ``measure``, the result carries ``rows_per_second`` from ``measure_rate``.
+    """
+    include = frozenset(Category(c) for c in include)
+    report = progress or (lambda done, total, message: None)
+    started = time.monotonic()
+    refs = resolve_bands(conn, target_ids)
+    ids = [r.band_id for r in refs]
+    with _interruptible(conn, cancel):
+        populations = _populations(conn, ids) if ids else {}
+        missing = _missing(conn, ids) if ids and Category.MISSING in include else {}
+    conn.commit()
+    per_row = BROKEN_WORK * (Category.BROKEN in include) + STALE_WORK * (Category.STALE in include)
+    total = sum(populations.values()) * per_row
+    done = 0
+    report(done, total, f"{len(refs)} bands to check")
+
+    rows: list[ScanRow] = []
+    for ref in refs:
+        if cancel is not None and cancel.is_set():
+            raise ScanCancelled
+        message = f"{ref.target_title}: {ref.label}"
+
+        def step(units: int, message: str = message) -> None:
+            nonlocal done
+            done += units
+            report(done, total, message)
+
+        rows.append(
+            _count_band(
+                conn,
+                ref,
+                include,
+                populations.get(ref.band_id, 0),
+                missing.get(ref.band_id, 0) if Category.MISSING in include else None,
+                cancel,
+                step,
+            )
+        )
+    report(total, total, "done")
+    result = ScanResult(include, tuple(rows), time.monotonic() - started)
+    if measure:
+        rate = measure_rate(conn, plan(result), cancel=cancel)
+        result = ScanResult(include, result.rows, time.monotonic() - started, rate)
+    return result
+
+
+def band_counts(
+    conn: Connection,
+    band_id: int,
+    include: Iterable[Category | str],
+    cancel: CancelFlag | None = None,
+) -> ScanRow:
+    """One band's counts, as ``scan`` computes them (used to count rows fixed after a job)."""
+    include = frozenset(Category(c) for c in include)
+    ref = band_ref(conn, band_id)
+    populations = _populations(conn, [band_id])
+    missing = _missing(conn, [band_id]) if Category.MISSING in include else {}
+    conn.commit()
+    return _count_band(
+        conn,
+        ref,
+        include,
+        populations.get(band_id, 0),
+        missing.get(band_id, 0) if Category.MISSING in include else None,
+        cancel,
+        lambda units: None,
+    )
+
+
+# --- plan and estimate ------------------------------------------------------------------------
+
+
+def mode_for(row: ScanRow, categories: Iterable[Category | str]) -> Mode | None:
+    """The engine mode that fixes this band's chosen rows, or None when nothing is to fix."""
+    cats = effective_categories(categories)
+    if Category.STALE in cats and row.count(Category.STALE):
+        return Mode.FORCE
+    if Category.BROKEN in cats and row.count(Category.BROKEN):
+        return Mode.REPAIR
+    if Category.MISSING in cats and row.count(Category.MISSING):
+        return Mode.MISSING
+    return None
+
+
+def rows_to_write(row: ScanRow, mode: Mode | None) -> int:
+    if mode is Mode.FORCE:
+        return row.population
+    if mode is Mode.REPAIR:
+        return row.count(Category.MISSING) + row.count(Category.BROKEN)
+    if mode is Mode.MISSING:
+        return row.count(Category.MISSING)
+    return 0
+
+
+@dataclass(frozen=True)
+class BandPlan:
+    row: ScanRow
+    mode: Mode
+    categories: frozenset[Category]
+    rows: int
+
+    @property
+    def band_id(self) -> int:
+        return self.row.band_id
+
+
+def plan(
+    scan_result: ScanResult,
+    categories: Iterable[Category | str] | None = None,
+    band_ids: Iterable[int] | None = None,
+) -> list[BandPlan]:
+    """The band jobs a run makes (bands with nothing to fix are left out), in scan order."""
+    cats = effective_categories(scan_result.include if categories is None else categories)
+    wanted = None if band_ids is None else set(band_ids)
+    plans = []
+    for row in scan_result.rows:
+        if wanted is not None and row.band_id not in wanted:
+            continue
+        mode = mode_for(row, cats)
+        if mode is not None:
+            plans.append(BandPlan(row, mode, cats, rows_to_write(row, mode)))
+    return plans
+
+
+def measure_rate(
+    conn: Connection,
+    plans: list[BandPlan],
+    *,
+    sample_rows: int = SAMPLE_ROWS,
+    cancel: CancelFlag | None = None,
+) -> float | None:
+    """Rows per second a band job reaches here, from timing the builder on a sample (no write).
+
+    The sample is the first rows (by id) of up to three of the largest bands to fix, split
+    evenly; the build time is scaled by ``WRITE_COST_FACTOR`` for the writes. None when
+    there is nothing to sample.
+    """
+    bands = sorted(plans, key=lambda p: p.row.population, reverse=True)[:3]
+    bands = [p for p in bands if p.row.population]
+    if not bands:
+        return None
+    per_band = max(1, sample_rows // len(bands))
+    rows_sql = (
+        "select tp.id, tp.me_file_id from target_populations tp "
+        "where tp.target_band_id = :band order by tp.id limit :n"
+    )
+    sql = text(
+        f"select count(*), sum(length(s.snap::text)) from ({snapshot_select_sql(rows_sql)}) s"
+    )
+    sampled = 0
+    seconds = 0.0
+    for p in bands:
+        started = time.perf_counter()
+        with _interruptible(conn, cancel):
+            n, _size = conn.execute(sql, {"band": p.band_id, "n": per_band}).one()
+        seconds += time.perf_counter() - started
+        sampled += n
+    conn.commit()
+    if not sampled or seconds <= 0:
+        return None
+    return sampled / seconds / WRITE_COST_FACTOR
+
+
+def estimate_seconds(
+    scan_result: ScanResult,
+    rows_per_second: float | None,
+    categories: Iterable[Category | str] | None = None,
+    band_ids: Iterable[int] | None = None,
+    *,
+    parallel: int = 1,
+) -> float | None:
+    """Wall time of the run: each band job costs its rows at the measured rate plus a fixed
+    overhead (and, for stale, the deep recount). Jobs run ``parallel`` at a time but share the
+    database's CPUs and disks: k jobs at a time finished about sqrt(k) times sooner than one
+    on the demo database (2 CPUs), and the run lasts at least as long as its longest band.
+    None without a rate."""
+    plans = plan(scan_result, categories, band_ids)
+    if not plans:
+        return 0.0
+    if not rows_per_second:
+        return None
+    per_band = []
+    for p in plans:
+        seconds = BAND_OVERHEAD_SECONDS + p.rows / rows_per_second
+        if Category.STALE in p.categories:
+            seconds += p.row.population / (rows_per_second * WRITE_COST_FACTOR)
+        per_band.append(seconds)
+    return max(max(per_band), sum(per_band) / math.sqrt(max(1, parallel)))
+
+
+# --- run --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BandOutcome:
+    """How one band's backfill ended, with rows fixed per category (before minus after)."""
+
+    before: ScanRow
+    mode: Mode | None
+    state: JobState
+    after: ScanRow | None = None
+    rows_written: int = 0
+    attempts: int = 1
+    duration: float = 0.0
+    error: str | None = None
+    categories: frozenset[Category] = DEFAULT_INCLUDE
+
+    @property
+    def band_id(self) -> int:
+        return self.before.band_id
+
+    @property
+    def failed(self) -> bool:
+        return self.state is not JobState.SUCCEEDED
+
+    def fixed(self, category: Category | str) -> int | None:
+        """Rows of the category that are fixed now; None when it was not counted."""
+        category = Category(category)
+        if self.after is None or not self.before.counted(category):
+            return None
+        return max(0, self.before.count(category) - self.after.count(category))
+
+    def remaining(self, category: Category | str) -> int | None:
+        category = Category(category)
+        if self.after is None or not self.after.counted(category):
+            return None
+        return self.after.count(category)
+
+    @property
+    def rewritten_unchanged(self) -> int:
+        """Force mode: rows rewritten although they were not in any category (same value)."""
+        if self.mode is not Mode.FORCE:
+            return 0
+        fixed = sum(self.fixed(c) or 0 for c in CATEGORIES)
+        return max(0, self.rows_written - fixed)
+
+    def to_json(self) -> dict:
+        return {
+            "target_id": self.before.target_id,
+            "target_title": self.before.target_title,
+            "band_id": self.band_id,
+            "label": self.before.label,
+            "mode": self.mode.value if self.mode else None,
+            "state": self.state.value,
+            "before": {c.value: self.before.count(c) for c in CATEGORIES if self.before.counted(c)},
+            "fixed": {c.value: self.fixed(c) for c in CATEGORIES if self.fixed(c) is not None},
+            "remaining": {
+                c.value: self.remaining(c) for c in CATEGORIES if self.remaining(c) is not None
+            },
+            "rows_written": self.rows_written,
+            "rewritten_unchanged": self.rewritten_unchanged,
+            "attempts": self.attempts,
+            "duration_seconds": round(self.duration, 3),
+            "error": self.error,
+        }
+
+
+def outcome_from_result(
+    before: ScanRow,
+    mode: Mode | None,
+    result: BandResult,
+    after: ScanRow | None,
+    categories: frozenset[Category],
+) -> BandOutcome:
+    return BandOutcome(
+        before,
+        mode,
+        result.state,
+        after,
+        rows_written=result.rows_written,
+        attempts=result.attempts,
+        duration=result.elapsed,
+        error=result.error,
+        categories=categories,
+    )
+
+
+def run_band(
+    engine: Engine,
+    band_id: int,
+    categories: Iterable[Category | str],
+    *,
+    before: ScanRow | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: ProgressFn | None = None,
+    cancel: CancelFlag | None = None,
+    log_line: LogFn | None = None,
+    max_attempts: int = MAX_ATTEMPTS,
+    backoff: float = 1.0,
+) -> BandOutcome:
+    """Backfill one band: count (unless ``before`` is given), run the engine in the mode the
+    categories need (``mode_for``), count again. Never raises for database trouble in the job
+    itself; a failed recount leaves ``after`` None and says so in ``error``."""
+    cats = effective_categories(categories)
+    if before is None or any(not before.counted(c) for c in cats):
+        with engine.connect() as conn:
+            before = band_counts(conn, band_id, cats)
+    mode = mode_for(before, cats)
+    if mode is None:
+        return BandOutcome(before, None, JobState.SUCCEEDED, before, categories=cats)
+    result = snapshot_band(
+        engine,
+        band_id,
+        mode=mode,
+        batch_size=batch_size,
+        progress=progress,
+        cancel=cancel,
+        log_line=log_line,
+        max_attempts=max_attempts,
+        backoff=backoff,
+    )
+    after = None
+    try:
+        with engine.connect() as conn:
+            after = band_counts(conn, band_id, cats)
+    except DBAPIError as exc:
+        from .db import server_reason
+
+        note = f"band {band_id}: could not count the rows after the job ({server_reason(exc)})"
+        result = BandResult(
+            result.band_id,
+            result.state,
+            result.rows_written,
+            result.rows_total,
+            result.batches,
+            result.attempts,
+            result.elapsed,
+            f"{result.error}; {note}" if result.error else note,
+        )
+    return outcome_from_result(before, mode, result, after, cats)
+
+
+def run_bands(
+    engine: Engine,
+    plans: Iterable[BandPlan],
+    *,
+    workers: int | None = 4,
+    **options,
+) -> list[BandOutcome]:
+    """Run the planned band jobs in parallel threads (one connection each), in plan order."""
+    plans = list(plans)
+    if not plans:
+        return []
+    cancel = options.pop("cancel", None) or CancelFlag()
+    with ThreadPoolExecutor(max_workers=min(len(plans), workers or len(plans))) as pool:
+        futures = [
+            pool.submit(
+                run_band, engine, p.band_id, p.categories, before=p.row, cancel=cancel, **options
+            )
+            for p in plans
+        ]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:  # Ctrl-C: the jobs stop after their batch in flight
+            cancel.cancel()
+            raise
+
+
+# --- report -----------------------------------------------------------------------------------
+
+REPORT_COLUMNS = [
+    "target_id",
+    "target_title",
+    "band_id",
+    "band_label",
+    "mode",
+    "state",
+    "attempts",
+    *(f"{c.value}_{what}" for c in CATEGORIES for what in ("before", "fixed", "remaining")),
+    "rows_written",
+    "rewritten_unchanged",
+    "duration_seconds",
+    "error",
+]
+
+
+def _cell(value: object) -> object:
+    return "" if value is None else value
+
+
+def report_csv(results: Iterable[BandOutcome], path: str | Path) -> Path:
+    """Write one row per band outcome (UTF-8, header first); returns the path."""
+    path = Path(path)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(REPORT_COLUMNS)
+        for r in results:
+            per_category = []
+            for c in CATEGORIES:
+                before = r.before.count(c) if r.before.counted(c) else None
+                per_category += [_cell(before), _cell(r.fixed(c)), _cell(r.remaining(c))]
+            writer.writerow(
+                [
+                    r.before.target_id,
+                    r.before.target_title,
+                    r.band_id,
+                    r.before.label,
+                    r.mode.value if r.mode else "",
+                    r.state.value,
+                    r.attempts,
+                    *per_category,
+                    r.rows_written,
+                    r.rewritten_unchanged,
+                    f"{r.duration:.3f}",
+                    _cell(r.error),
+                ]
+            )
+    return path
