@@ -17,7 +17,14 @@ from datetime import datetime
 from sqlalchemy.exc import DBAPIError
 
 from . import __version__
-from .db import Database, open_database, server_reason
+from .db import (
+    DEPOPULATE_PRIVILEGES,
+    POPULATE_PRIVILEGES,
+    SNAPSHOT_PRIVILEGES,
+    Database,
+    open_database,
+    server_reason,
+)
 from .dsn import mask_text
 from .errors import JobFailed, QsnapError, UsageError
 from .snapshots import DEFAULT_BATCH_SIZE, BandResult, JobState, Mode, Progress
@@ -71,6 +78,22 @@ class ProgressPrinter:
 
 def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def require_write(args: argparse.Namespace, db: Database, action: str, needed: tuple) -> None:
+    """Refuse a write up front (exit 2, nothing written): read-only session or role too weak.
+
+    With ``--engine oban`` the writes are the job rows, which oban.require checks.
+    """
+    if db.read_only:
+        raise UsageError(f"{action} writes to the database: connect without --read-only")
+    if getattr(args, "engine", "local") != "local":
+        return
+    from .db import missing_privileges
+
+    missing = missing_privileges(db, *needed)
+    if missing:
+        raise UsageError(f"{action}: your database role lacks {', '.join(missing)}")
 
 
 def _fmt_time(value: datetime | None) -> str:
@@ -127,7 +150,7 @@ def cmd_targets(args: argparse.Namespace, db: Database) -> int:
                     _fmt_time(t.last_populated_at),
                     t.population,
                     t.missing,
-                    f"{100 * t.coverage:.1f}%",
+                    f"{100 * t.coverage:.1f}%" if t.population else "-",
                 ]
                 for t in targets
             ],
@@ -213,6 +236,9 @@ def cmd_snapshot(args: argparse.Namespace, db: Database) -> int:
             band_ids = outermost_first(conn, target_id)
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
+    require_write(args, db, "snapshot", SNAPSHOT_PRIVILEGES)
+    if args.engine == "oban":
+        return _snapshot_on_oban(args, db, band_ids)
     printer = ProgressPrinter()
     results = snapshot_bands(
         db.engine,
@@ -231,6 +257,11 @@ def cmd_populate(args: argparse.Namespace, db: Database) -> int:
     from .queries import parse_id
 
     target_id = parse_id(args.target_id, "target")
+    if args.batch_size < 1:
+        raise UsageError("--batch-size must be at least 1")
+    require_write(args, db, "populate", POPULATE_PRIVILEGES)
+    if args.engine == "oban":
+        return _populate_on_oban(args, db, target_id)
     printer = ProgressPrinter()
     result = refresh_population(
         db.engine,
@@ -260,6 +291,7 @@ def cmd_depopulate(args: argparse.Namespace, db: Database) -> int:
     target_id = parse_id(args.target_id, "target")
     with db.engine.connect() as conn:
         title = require_target(conn, target_id)
+    require_write(args, db, "depopulate", DEPOPULATE_PRIVILEGES)
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("depopulate needs confirmation: pass --yes when not on a terminal")
@@ -299,8 +331,9 @@ def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
     target_ids = [parse_id(t, "target") for t in args.target] if args.target else None
     if args.batch_size < 1 or args.workers < 1:
         raise UsageError("--batch-size and --workers must be at least 1")
-    if args.yes and db.read_only:
-        raise UsageError("backfill --yes writes snapshots: connect without --read-only")
+    if args.yes:
+        require_write(args, db, "backfill --yes", SNAPSHOT_PRIVILEGES)
+    oban_info = _backfill_oban_check(args, db, include) if args.engine == "oban" else None
 
     def scan_progress(done: int, total: int, message: str) -> None:
         if sys.stderr.isatty() and total:
@@ -367,6 +400,8 @@ def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
         if args.json:
             print(json.dumps(report, ensure_ascii=False, indent=2))
         return 0
+    if oban_info is not None:
+        return _backfill_on_oban(args, db, oban_info, plans, report)
     printer = ProgressPrinter()
     outcomes = bf.run_bands(
         db.engine,
@@ -416,6 +451,180 @@ def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
     )
 
 
+# --- the Qlarius workers (--engine oban) -------------------------------------------------------
+
+
+def _oban_info(db: Database, *, write: bool = True, what: str = "--engine oban"):
+    from .oban import ObanUnavailable, require
+
+    with db.engine.connect() as conn:
+        try:
+            return require(conn, write=write)
+        except ObanUnavailable as exc:
+            hint = "; run with --engine local" if what == "--engine oban" else ""
+            raise UsageError(f"{what}: {exc}{hint}") from None
+
+
+def _print_enqueued(results) -> None:
+    for r in results:
+        if r.refused:
+            print(f"{r.subject}: already queued as Oban job {r.job_id} ({r.state}); not enqueued")
+        else:
+            print(f"{r.subject}: enqueued Oban job {r.job_id}")
+
+
+def _oban_wait(args: argparse.Namespace, db: Database, info, job_ids, follow=None) -> int:
+    from .oban import wait_for_jobs
+
+    if not args.wait:
+        say("the jobs run on the Qlarius workers: follow them with qsnap oban-jobs")
+        return 0
+
+    def changed(change) -> None:
+        for line in change.lines():
+            print(line, flush=True)
+
+    def progressed(p) -> None:
+        say(f"band {p.band_id}: {p.missing:,} of {p.population:,} snapshots left")
+
+    result = wait_for_jobs(
+        db.engine,
+        info,
+        job_ids,
+        on_change=changed,
+        on_progress=progressed,
+        follow_target=follow,
+        poll=max(args.poll, 0.01),
+        timeout=args.timeout or None,
+    )
+    if result.timed_out:
+        raise JobFailed(
+            f"stopped waiting after {args.timeout:g}s; the jobs go on on the Qlarius workers "
+            "(qsnap oban-jobs)"
+        )
+    for job in sorted(result.jobs.values(), key=lambda j: j.id):
+        error = (
+            f": {job.last_error.first_line}" if job.last_error and job.state != "completed" else ""
+        )
+        print(f"job {job.id} ({job.subject}): {job.state}{error}")
+    return 1 if result.failed else 0
+
+
+def _snapshot_on_oban(args: argparse.Namespace, db: Database, band_ids: list[int]) -> int:
+    from .oban import enqueue_band, enqueue_bands
+
+    if args.mode != Mode.MISSING.value:
+        raise UsageError(
+            f"--mode {args.mode} needs --engine local: Qlarius's snapshot worker fills "
+            "missing snapshots only"
+        )
+    info = _oban_info(db)
+    if args.batch_size != DEFAULT_BATCH_SIZE:
+        say("note: --batch-size is ignored with --engine oban (the workers use their own)")
+    if args.band is not None:
+        results = [enqueue_band(db.engine, band_ids[0], info=info)]
+    else:
+        results = enqueue_bands(db.engine, band_ids, info=info)
+    _print_enqueued(results)
+    return _oban_wait(args, db, info, [r.job_id for r in results])
+
+
+def _populate_on_oban(args: argparse.Namespace, db: Database, target_id: int) -> int:
+    from sqlalchemy import text
+
+    from .oban import enqueue_populate, get_job
+
+    if args.resume:
+        raise UsageError("--resume needs --engine local (the snapshot stage runs here)")
+    info = _oban_info(db)
+    queued = enqueue_populate(db.engine, target_id, info=info)
+    _print_enqueued([queued])
+    with db.engine.connect() as conn:
+        since = get_job(conn, info, queued.job_id).inserted_at
+    code = _oban_wait(args, db, info, [queued.job_id], follow=(target_id, since))
+    if args.wait:
+        with db.engine.connect() as conn:
+            status = conn.execute(
+                text("select population_status from targets where id = :t"), {"t": target_id}
+            ).scalar()
+        print(f"target {target_id} is now {status}")
+    return code
+
+
+def _backfill_oban_check(args: argparse.Namespace, db: Database, include) -> object:
+    from .backfill import Category
+
+    if args.yes and set(include) - {Category.MISSING}:
+        raise UsageError(
+            "--engine oban fixes missing snapshots only (Qlarius's worker has no repair or "
+            "force mode): pass --include missing, or use --engine local"
+        )
+    return _oban_info(db, write=args.yes)
+
+
+def _backfill_on_oban(args: argparse.Namespace, db: Database, info, plans, report) -> int:
+    from .oban import enqueue_bands
+
+    results = enqueue_bands(db.engine, [p.band_id for p in plans], info=info)
+    if args.json:
+        report["enqueued"] = [r.to_json() for r in results]
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        _print_enqueued(results)
+        say("the jobs run on the Qlarius workers: follow them with qsnap oban-jobs")
+    return 0
+
+
+def cmd_oban_jobs(args: argparse.Namespace, db: Database) -> int:
+    from .oban import STATES, WORKERS, list_jobs, resolve_worker, state_counts
+
+    info = _oban_info(db, write=False, what="oban-jobs")
+    workers = [resolve_worker(w) for w in args.worker] if args.worker else list(WORKERS)
+    if args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    with db.engine.connect() as conn:
+        counts = state_counts(conn, info, workers=workers)
+        jobs = list_jobs(conn, info, states=args.state, workers=workers, limit=args.limit)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "table": f"{info.schema}.oban_jobs",
+                    "counts": counts,
+                    "jobs": [j.to_json() for j in jobs],
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+        return 0
+    print("  ".join(f"{s}: {counts[s]}" for s in STATES))
+    if not jobs:
+        print("no jobs match")
+        return 0
+    print(
+        table(
+            ["id", "state", "worker", "args", "attempt", "node", "inserted (UTC)", "ended"]
+            + ["last error"],
+            [
+                [
+                    j.id,
+                    j.state,
+                    j.short_worker,
+                    j.subject,
+                    f"{j.attempt}/{j.max_attempts}",
+                    j.node or "-",
+                    _fmt_time(j.inserted_at),
+                    _fmt_time(j.ended_at) if j.ended_at else "-",
+                    (j.last_error.first_line[:60] if j.last_error else "-"),
+                ]
+                for j in jobs
+            ],
+        )
+    )
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, db: Database) -> int:
     from .demo import DemoSpec, generate_demo
 
@@ -435,6 +644,36 @@ def cmd_bench(args: argparse.Namespace, db: Database | None) -> int:
     results = [bench_scale(n, args.repeat, say) for n in args.scale]
     print(json.dumps(to_json(results), indent=2) if args.json else render(results))
     return 0
+
+
+OBAN_STATES = [
+    "available",
+    "scheduled",
+    "executing",
+    "retryable",
+    "completed",
+    "discarded",
+    "cancelled",
+]
+
+
+def _engine_options(p: argparse.ArgumentParser, *, wait: bool) -> None:
+    p.add_argument(
+        "--engine",
+        choices=["local", "oban"],
+        default="local",
+        help="local: run here (default); oban: enqueue on the Qlarius workers (oban_jobs)",
+    )
+    if wait:
+        p.add_argument(
+            "--wait", action="store_true", help="with --engine oban: follow the jobs to their end"
+        )
+        p.add_argument(
+            "--timeout", type=float, default=0, metavar="S", help="stop waiting after S seconds"
+        )
+        p.add_argument(
+            "--poll", type=float, default=2.0, metavar="S", help="seconds between polls (2)"
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -478,6 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"rows per transaction (default {DEFAULT_BATCH_SIZE})",
     )
+    _engine_options(p, wait=True)
     p.set_defaults(handler=cmd_snapshot)
 
     p = sub.add_parser("populate", help="Refresh Population of a target, snapshots included")
@@ -488,6 +728,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="finish a stuck target: snapshot stage and status only",
     )
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N")
+    _engine_options(p, wait=True)
     p.set_defaults(handler=cmd_populate)
 
     p = sub.add_parser("depopulate", help="delete a target's populations")
@@ -527,7 +768,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, default=4, metavar="N", help="band jobs at a time (default 4)"
     )
+    _engine_options(p, wait=False)
     p.set_defaults(handler=cmd_backfill)
+
+    p = sub.add_parser(
+        "oban-jobs", help="list the snapshot and population jobs in oban_jobs, counts per state"
+    )
+    p.add_argument(
+        "--state", choices=OBAN_STATES, action="append", help="only this state (repeatable)"
+    )
+    p.add_argument(
+        "--worker",
+        action="append",
+        metavar="W",
+        help="snapshot, populate or a worker name (repeatable; default both Qlarius workers)",
+    )
+    p.add_argument("--limit", type=int, default=200, metavar="N", help="newest N (default 200)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_oban_jobs)
 
     p = sub.add_parser("demo", help="create the schema and demo data in an empty database")
     p.add_argument("--me-files", type=int, default=10_000, metavar="N")
@@ -580,7 +838,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except DBAPIError as exc:
         where = db.where if db else "the database"
-        print(f"qsnap: database error on {where}: {mask_text(server_reason(exc))}", file=sys.stderr)
+        secret = db.url if db else None
+        print(
+            f"qsnap: database error on {where}: {mask_text(server_reason(exc), secret)}",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"qsnap: interrupted after {time.monotonic() - started:.1f}s", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""The qsnap window (PySide6). Everything that imports Qt lives in this package."""

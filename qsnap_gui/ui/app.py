@@ -1,0 +1,107 @@
+"""``qsnap-gui``: the window under a qasync event loop, or one screenshot of it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+import qasync
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+
+from .icons import icon, style_sheet
+from .settings import APPLICATION, ORGANIZATION
+from .window import MainWindow
+
+SCREENSHOT_TIMEOUT_MS = 180_000
+SCREENSHOT_SIZE = (1440, 880)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qsnap-gui", description="The qsnap window: targets, bands and snapshot jobs."
+    )
+    parser.add_argument(
+        "--dsn",
+        metavar="URL",
+        help="database URL (else QSNAP_DATABASE_URL, DATABASE_URL, else the embedded demo)",
+    )
+    parser.add_argument("--read-only", action="store_true", help="connect read-only")
+    parser.add_argument(
+        "--screenshot", metavar="PATH", type=Path, help="save the loaded window as a PNG and exit"
+    )
+    parser.add_argument("--target", metavar="ID", type=int, help="target to select")
+    return parser
+
+
+def make_app() -> QApplication:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationDisplayName("qsnap")
+    app.setStyle("Fusion")
+    app.setWindowIcon(icon("qsnap"))
+    app.setStyleSheet(style_sheet())
+    return app
+
+
+class Screenshot:
+    """Saves the window once its data is on screen; the exit code says whether it worked."""
+
+    def __init__(self, window: MainWindow, path: Path, app: QApplication) -> None:
+        self.window, self.path, self.app = window, path, app
+        self.exit_code = 1
+        window.loaded.connect(self._loaded)
+        window.connectFailed.connect(self._failed)
+        QTimer.singleShot(SCREENSHOT_TIMEOUT_MS, self._timeout)
+
+    def _loaded(self) -> None:
+        self.window.loaded.disconnect(self._loaded)
+        QTimer.singleShot(300, self._save)  # let the layout and the delegates settle
+
+    def _save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.window.grab().save(str(self.path), "PNG"):
+            print(f"saved {self.path}")
+            self.exit_code = 0
+        else:
+            print(f"qsnap-gui: cannot write {self.path}", file=sys.stderr)
+        self.app.quit()
+
+    def _failed(self, message: str) -> None:
+        print(f"qsnap-gui: {message}", file=sys.stderr)
+        self.app.quit()
+
+    def _timeout(self) -> None:
+        print("qsnap-gui: the data did not load in time", file=sys.stderr)
+        self.app.quit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    app = make_app()
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    window = MainWindow(read_only=args.read_only)
+    shot = None
+    if args.screenshot:
+        window.resize(*SCREENSHOT_SIZE)
+        shot = Screenshot(window, args.screenshot, app)
+    if args.target is not None:
+        window.select_target(args.target)
+    window.show()
+    window.connect_to(args.dsn, read_only=args.read_only)
+    closed = asyncio.Event()
+    app.aboutToQuit.connect(closed.set)
+    with loop:
+        loop.run_until_complete(closed.wait())
+    if shot is not None:
+        window.close()
+        return shot.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Small widgets of the main window: the message banner, the log view, status badges."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from PySide6.QtCore import Qt, Slot
+from PySide6.QtGui import QFont, QFontDatabase, QTextCursor
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QPushButton,
+    QToolButton,
+    QWidget,
+)
+
+from .icons import icon
+
+
+class Banner(QFrame):
+    """An inline message above the tables: a lost connection or a failed job, with its remedy."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("banner")
+        self.setProperty("kind", "error")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 6, 6, 6)
+        self.icon = QLabel()
+        self.message = QLabel()
+        self.message.setWordWrap(True)
+        self.message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.action = QPushButton()
+        self.action.clicked.connect(self._act)
+        close = QToolButton()
+        close.setText("✕")
+        close.setAutoRaise(True)
+        close.setToolTip("Dismiss")
+        close.clicked.connect(self.hide)
+        layout.addWidget(self.icon)
+        layout.addWidget(self.message, 1)
+        layout.addWidget(self.action)
+        layout.addWidget(close)
+        self._callback: Callable[[], None] | None = None
+        self.hide()
+
+    def show_message(
+        self,
+        text: str,
+        *,
+        kind: str = "error",
+        action: str | None = None,
+        callback: Callable[[], None] | None = None,
+    ) -> None:
+        self.setProperty("kind", kind)
+        self.style().unpolish(self)
+        self.style().polish(self)
+        self.icon.setPixmap(icon("state-failed" if kind == "error" else "info").pixmap(18, 18))
+        self.message.setText(text)
+        self._callback = callback
+        self.action.setVisible(bool(action and callback))
+        self.action.setText(action or "")
+        self.show()
+
+    @Slot()
+    def _act(self) -> None:
+        self.hide()
+        if self._callback:
+            self._callback()
+
+
+class LogView(QPlainTextEdit):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setMaximumBlockCount(5000)
+        self.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        font = QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont)
+        font.setPointSizeF(max(font.pointSizeF() - 1, 8))
+        self.setFont(font)
+
+    @Slot(str)
+    def append_line(self, line: str) -> None:
+        at_end = self.verticalScrollBar().value() == self.verticalScrollBar().maximum()
+        self.appendPlainText(f"{datetime.now():%H:%M:%S}  {line}")
+        if at_end:
+            self.moveCursor(QTextCursor.MoveOperation.End)
+
+
+def badge(text: str, name: str, tooltip: str) -> QLabel:
+    """A coloured pill in the status bar; its colours come from the style sheet."""
+    label = QLabel(text)
+    label.setObjectName(name)
+    label.setProperty("badge", True)
+    label.setToolTip(tooltip)
+    font = QFont(label.font())
+    font.setBold(True)
+    label.setFont(font)
+    label.hide()
+    return label
