@@ -158,6 +158,14 @@ _WRITE_CHECKS = {
     "DELETE on target_populations": "select has_table_privilege('target_populations', 'DELETE')",
     "UPDATE targets(population_status)": "select has_column_privilege("
     "'targets', 'population_status', 'UPDATE')",
+    # a role that may write the snapshot but not these fails mid-job without them
+    "UPDATE target_populations(updated_at)": "select has_column_privilege("
+    "'target_populations', 'updated_at', 'UPDATE')",
+    "UPDATE targets(last_populated_at, updated_at)": "select has_column_privilege("
+    "'targets', 'last_populated_at', 'UPDATE') and has_column_privilege("
+    "'targets', 'updated_at', 'UPDATE')",
+    "USAGE on the sequence of target_populations.id": "select coalesce(has_sequence_privilege("
+    "pg_get_serial_sequence('target_populations', 'id'), 'USAGE'), true)",
 }
 
 
@@ -179,5 +187,13 @@ def missing_privileges(db: Database, *needed: str) -> list[str]:
     return [n for n in needed if n not in db.privileges]
 
 
-SNAPSHOT_PRIVILEGES = ("UPDATE target_populations(matching_tags_snapshot)",)
+SNAPSHOT_PRIVILEGES = (
+    "UPDATE target_populations(matching_tags_snapshot)",
+    "UPDATE target_populations(updated_at)",
+)
 POPULATE_PRIVILEGES = tuple(_WRITE_CHECKS)
+DEPOPULATE_PRIVILEGES = (
+    "DELETE on target_populations",
+    "UPDATE targets(population_status)",
+    "UPDATE targets(last_populated_at, updated_at)",
+)
