@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from . import locks
 from .codec import needs_repair_sql
@@ -150,6 +150,7 @@ def snapshot_select_sql(rows_sql: str, band_traits: str | None = None) -> str:
 
 STAGE_TABLE = "qsnap_band_snapshots"
 TRAITS_TABLE = "qsnap_band_traits"
+ROWS_TABLE = "qsnap_band_rows"
 
 APPLY_SQL = f"""
     with b as (
@@ -168,16 +169,21 @@ APPLY_SQL = f"""
 
 def stage_band(conn: Connection, band_id: int, mode: Mode) -> int:
     """Compute the band's snapshots into a temporary table; return how many rows it holds."""
-    conn.execute(text(f"drop table if exists {STAGE_TABLE}, {TRAITS_TABLE}"))
+    conn.execute(text(f"drop table if exists {STAGE_TABLE}, {TRAITS_TABLE}, {ROWS_TABLE}"))
+    # the band's traits and rows are analysed on their own so the planner knows their true
+    # sizes, also right after Refresh Population inserted rows the statistics do not know yet
     conn.execute(text(f"create temp table {TRAITS_TABLE} as {BAND_TRAITS_SQL}"), {"band": band_id})
-    conn.execute(text(f"analyze {TRAITS_TABLE}"))
-    rows_sql = (
-        "select tp.id, tp.me_file_id from target_populations tp "
-        f"where tp.target_band_id = :band and {mode_predicate(mode)}"
-    )
     conn.execute(
-        text(f"create temp table {STAGE_TABLE} as {snapshot_select_sql(rows_sql, TRAITS_TABLE)}"),
+        text(
+            f"create temp table {ROWS_TABLE} as select tp.id, tp.me_file_id "
+            f"from target_populations tp where tp.target_band_id = :band and {mode_predicate(mode)}"
+        ),
         {"band": band_id},
+    )
+    conn.execute(text(f"analyze {TRAITS_TABLE}, {ROWS_TABLE}"))
+    rows_sql = f"select id, me_file_id from {ROWS_TABLE}"
+    conn.execute(
+        text(f"create temp table {STAGE_TABLE} as {snapshot_select_sql(rows_sql, TRAITS_TABLE)}")
     )
     conn.execute(text(f"alter table {STAGE_TABLE} add primary key (id)"))
     total = conn.execute(text(f"select count(*) from {STAGE_TABLE}")).scalar_one()
@@ -218,20 +224,25 @@ def _run_once(
 ) -> tuple[int, int, int]:
     """One attempt; returns (rows written, rows total, batches)."""
     written = 0
+    timeout: str | None = None
+    step = "starting the job"
     try:
         with engine.connect() as conn:
             try:
-                conn.execute(
+                timeout = conn.execute(
                     text(
                         "select set_config('application_name', :name, false), "
-                        "set_config('synchronous_commit', 'off', false)"
+                        "set_config('synchronous_commit', 'off', false), "
+                        "current_setting('statement_timeout')"
                     ),
                     {"name": f"qsnap band {band_id}"},
-                )
+                ).one()[2]
                 _wait_for_band_lock(conn, band_id, cancel, report, say)
                 report(Progress(band_id, JobState.RUNNING, attempt=attempt, message="computing"))
                 computing = time.monotonic()
+                step = "computing the band's snapshots"
                 total = stage_band(conn, band_id, mode)
+                step = "a batch"
                 batches = -(-total // batch_size)
                 say(
                     f"band {band_id}: {total} snapshots computed in "
@@ -265,7 +276,7 @@ def _run_once(
     except Cancelled:
         raise _CancelledAfter(written) from None
     except DBAPIError as exc:
-        raise _FailedAfter(written, exc) from exc
+        raise _FailedAfter(written, exc, timeout, step) from exc
 
 
 def _release(conn: Connection, band_id: int) -> None:
@@ -275,7 +286,7 @@ def _release(conn: Connection, band_id: int) -> None:
     try:
         conn.rollback()
         locks.unlock(conn, locks.BAND, band_id)
-        conn.execute(text(f"drop table if exists {STAGE_TABLE}, {TRAITS_TABLE}"))
+        conn.execute(text(f"drop table if exists {STAGE_TABLE}, {TRAITS_TABLE}, {ROWS_TABLE}"))
         conn.execute(text("select set_config('application_name', 'qsnap', false)"))
         conn.execute(text("select set_config('synchronous_commit', 'on', false)"))
         conn.commit()
@@ -289,9 +300,13 @@ class _CancelledAfter(Exception):
 
 
 class _FailedAfter(Exception):
-    def __init__(self, written: int, cause: DBAPIError) -> None:
+    def __init__(
+        self, written: int, cause: DBAPIError, timeout: str | None = None, step: str = "a batch"
+    ) -> None:
         self.written = written
         self.cause = cause
+        self.timeout = timeout
+        self.step = step
 
 
 def snapshot_band(
@@ -327,7 +342,9 @@ def snapshot_band(
             return _ended(band_id, JobState.CANCELLED, written, attempt, started, report)
         except _FailedAfter as failure:
             written += failure.written
-            error = f"band {band_id}: {describe_failure(failure.cause)}"
+            error = (
+                f"band {band_id}: {describe_failure(failure.cause, failure.timeout, failure.step)}"
+            )
             say(f"{error} (attempt {attempt} of {max_attempts})")
             if attempt < max_attempts:
                 report(
@@ -394,14 +411,26 @@ def _ended(
     return BandResult(band_id, state, rows_written=written, attempts=attempt, elapsed=elapsed)
 
 
-def describe_failure(exc: DBAPIError) -> str:
-    """The cause in words an operator can act on."""
+def describe_failure(
+    exc: DBAPIError, statement_timeout: str | None = None, step: str = "a batch"
+) -> str:
+    """The cause in words an operator can act on.
+
+    ``statement_timeout`` is the session's setting and ``step`` what was running, both named
+    when a statement timeout stopped the job.
+    """
     reason = server_reason(exc)
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
     if sqlstate == "57014" and "statement timeout" in reason:
-        return f"a batch exceeded the statement timeout ({reason})"
-    if exc.connection_invalidated or sqlstate in ("57P01", "57P02", "57P03", "08006", "08003"):
+        limit = f" of {statement_timeout}" if statement_timeout else ""
+        return f"{step} exceeded the statement timeout{limit} ({reason})"
+    if exc.connection_invalidated or sqlstate in ("57P01", "57P02", "08006", "08003"):
         return f"lost the database connection ({reason})"
+    if sqlstate in ("57P03", "08001", "08004") or (
+        sqlstate is None and isinstance(exc, OperationalError)
+    ):
+        # no session at all: the server is down, starting, or refuses us
+        return f"cannot connect to the database ({reason})"
     return reason
 
 
