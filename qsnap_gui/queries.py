@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -57,12 +58,13 @@ class BandRow:
 
 def parse_id(value: object, what: str) -> int:
     """An id from operator input, or a clear UsageError."""
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise UsageError(f"{what} id must be a whole number, got {str(value)[:40]!r}") from None
-    if number <= 0 or number >= 2**63:
-        raise UsageError(f"{what} id must be a positive number, got {number}")
+    shown = str(value).strip()
+    # ASCII digits only: int() would also take "1_0" (as 10) and non-ASCII digits
+    if not re.fullmatch(r"[+-]?[0-9]+", shown):
+        raise UsageError(f"{what} id must be a whole number, got {shown[:40]!r}")
+    number = int(shown[:40])  # longer: out of range anyway (and int() refuses 4,300 digits)
+    if number <= 0 or number >= 2**63 or len(shown) > 40:
+        raise UsageError(f"{what} id must be a positive number below 2**63, got {shown[:40]}")
     return number
 
 

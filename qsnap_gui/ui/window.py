@@ -57,6 +57,7 @@ from .models import (
     job_text,
     status_text,
 )
+from .oban_view import ObanIntegration
 from .settings import Preferences
 from .tasks import TaskRunner
 from .widgets import Banner, LogView, badge
@@ -155,6 +156,7 @@ class MainWindow(QMainWindow):
         self._build_docks()
         self._build_menus()
         self._build_status_bar()
+        self.oban = ObanIntegration(self)  # Qlarius workers: Run on, Oban jobs, pending view
         self._restore_layout()
         self._update_actions()
         if database is not None:
@@ -602,6 +604,7 @@ class MainWindow(QMainWindow):
         self.controller.logLine.connect(self.log_view.append_line)
         self.controller.targetChanged.connect(self._target_changed)
         self._build_inspector(database)
+        self.oban.set_database(database)
         self.jobs_model.clear()
         self.bands_model.clear()
         self.targets_model.set_rows([])
@@ -698,6 +701,7 @@ class MainWindow(QMainWindow):
         self.set_database(database, owned=True)
 
     def _release_database(self) -> None:
+        self.oban.set_database(None)
         self._drop_inspector()
         if self.controller is not None:
             self.controller.shutdown(2000)
@@ -982,6 +986,7 @@ class MainWindow(QMainWindow):
             ),
         )
         self._enable(self.act_reload, None if self.database else "not connected")
+        self.oban.update_actions()
         running = len(active)
         self.jobs_indicator.setText(
             f"{running} job{'s' * (running != 1)} running" if running else ""
@@ -1018,6 +1023,9 @@ class MainWindow(QMainWindow):
         text = f"This will recalculate populations for all bands of {target.title}. Continue?"
         if self.preferences.confirm_refresh and not self._ask("Refresh Population", text):
             return
+        if self.oban.runs_jobs():
+            self.oban.submit_refresh(target)
+            return
         self.controller.submit_refresh(target.id)
         self.statusBar().showMessage(f"Refresh Population of {target.title} started", 5000)
 
@@ -1043,6 +1051,9 @@ class MainWindow(QMainWindow):
         self._submit_band(target, band, mode)
 
     def _submit_band(self, target: TargetRow, band: BandRow, mode: str) -> None:
+        if self.oban.runs_jobs():
+            self.oban.submit_bands(target, [band])
+            return
         self.controller.submit_band(
             band.id,
             target_id=target.id,
@@ -1056,6 +1067,9 @@ class MainWindow(QMainWindow):
     def _snapshot_all(self) -> None:
         target = self.current_target()
         if target is None or not self.act_snapshot_all.isEnabled():
+            return
+        if self.oban.runs_jobs():
+            self.oban.submit_bands(target, list(reversed(self.bands_model.bands())))
             return
         for band in reversed(self.bands_model.bands()):  # outermost first, like a refresh
             self._submit_band(target, band, "missing")
