@@ -618,6 +618,26 @@ def _live_job(
     return (int(row[0]), row[1]) if row else None
 
 
+def targets_being_populated(conn: Connection, target_ids: Iterable[int]) -> set[int]:
+    """Targets with a live populate job on the Qlarius workers: busy there, so not stuck."""
+    info = detect(conn)
+    if info is None:
+        return set()
+    rows = conn.execute(
+        text(
+            f"select distinct (args->>'target_id') from {info.table} "
+            f"where worker = :w and state = any(cast(:states as {info.state_type}[])) "
+            "and args->>'target_id' = any(:ids)"
+        ),
+        {
+            "w": WORKER_POPULATE,
+            "states": list(ACTIVE_STATES),
+            "ids": [str(t) for t in target_ids],
+        },
+    ).scalars()
+    return {int(r) for r in rows if r is not None and r.isdigit()}
+
+
 def _insert(conn: Connection, info: ObanInfo, worker: str, args: dict) -> int:
     job_id = conn.execute(
         text(

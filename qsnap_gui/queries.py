@@ -89,6 +89,10 @@ def list_targets(conn: Connection) -> list[TargetRow]:
     ).all()
     populating = [r[0] for r in rows if r[2] == "populating"]
     busy = locks.held_elsewhere(conn, locks.TARGET, populating) if populating else set()
+    if set(populating) - busy:
+        from .oban import targets_being_populated
+
+        busy |= targets_being_populated(conn, set(populating) - busy)
     return [TargetRow(*r, stuck=(r[2] == "populating" and r[0] not in busy)) for r in rows]
 
 

@@ -1133,3 +1133,18 @@ def test_wait_gives_up_at_the_timeout_and_the_job_stays_queued(odb, capsys):
         capsys, "--dsn", url_of(odb), "snapshot", "--band", str(band), "--engine", "oban"
     )
     assert code == 2 and f"band {band} already has Oban job {job_id} (available)" in err
+
+
+def test_a_target_populating_on_the_workers_is_not_stuck(odb):
+    from qsnap_gui.queries import list_targets
+
+    queued = oban.enqueue_populate(odb.engine, 1)
+    with odb.engine.connect() as conn:
+        assert {t.id: t.stuck for t in list_targets(conn)}[1] is False
+    with odb.engine.begin() as conn:
+        conn.execute(
+            text("update oban_jobs set state = 'discarded', discarded_at = now() where id = :j"),
+            {"j": queued.job_id},
+        )
+    with odb.engine.connect() as conn:
+        assert {t.id: t.stuck for t in list_targets(conn)}[1] is True
