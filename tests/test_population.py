@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -270,39 +271,55 @@ def test_second_refresh_of_same_target_is_refused(fresh_db):
 
 
 def test_two_processes_refresh_at_once_one_is_refused(fresh_db):
+    """The first refresh is held mid-way by a row lock, so the two surely overlap."""
+    engine = fresh_db.engine
     url = fresh_db.url.render_as_string(hide_password=False)
-    cmd = [
-        sys.executable,
-        "-m",
-        "qsnap_gui.cli",
-        "--dsn",
-        url,
-        "populate",
-        "2",
-        "--batch-size",
-        "5",
-    ]
-    procs = [
-        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for _ in range(2)
-    ]
-    outs = [p.communicate(timeout=300) for p in procs]
-    codes = sorted(p.returncode for p in procs)
-    refused = [o for p, o in zip(procs, outs, strict=True) if p.returncode == 2]
-    if codes == [0, 0]:
-        pytest.skip("the two processes did not overlap on this run")
-    assert codes == [0, 2], outs
-    assert "is being refreshed by another qsnap session" in refused[0][1]
-    with fresh_db.engine.connect() as conn:
-        assert memberships(conn, 2) == reference_membership(conn, 2)
-        dupes = conn.execute(
+    cmd = [sys.executable, "-m", "qsnap_gui.cli", "--dsn", url, "populate", "2"]
+    refresh_population(engine, 2)
+    with engine.begin() as conn:
+        conn.execute(
             text(
-                "select count(*) from (select me_file_id from target_populations tp join "
-                "target_bands b on b.id = tp.target_band_id where b.target_id = 2 "
-                "group by 1 having count(*) > 1) x"
+                "update target_populations set matching_tags_snapshot = null where "
+                "target_band_id in (select id from target_bands where target_id = 2)"
             )
-        ).scalar()
-    assert dupes == 0
+        )
+    with engine.connect() as blocker:
+        band, row_id = blocker.execute(
+            text(
+                "select tp.target_band_id, tp.id from target_populations tp join target_bands b "
+                "on b.id = tp.target_band_id where b.target_id = 2 order by tp.id limit 1"
+            )
+        ).one()
+        blocker.execute(
+            text("select 1 from target_populations where id = :i for update"), {"i": row_id}
+        )
+        first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        with engine.connect() as watch:
+            while not watch.execute(
+                text(
+                    "select count(*) from pg_stat_activity where application_name = :a "
+                    "and wait_event_type = 'Lock'"
+                ),
+                {"a": f"qsnap band {band}"},
+            ).scalar():
+                assert time.monotonic() < deadline and first.poll() is None
+                watch.rollback()
+                threading.Event().wait(0.05)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        blocker.rollback()
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert second.returncode == 2
+    assert "target 2 (Suburban Homeowners) is being refreshed by another qsnap session" in (
+        second.stderr
+    )
+    with engine.connect() as conn:
+        assert memberships(conn, 2) == reference_membership(conn, 2)
+        for band_id in conn.execute(
+            text("select id from target_bands where target_id = 2")
+        ).scalars():
+            assert stored_snapshots(conn, band_id) == reference_snapshots(conn, band_id)
 
 
 def test_stuck_target_is_shown_and_resumed(fresh_db):
