@@ -56,11 +56,18 @@ MEMBERSHIP_SQL = """
         from bands b left join target_band_trait_groups bg on bg.target_band_id = b.band_id
         group by b.band_id, b.idx
     ),
+    groups_met as (
+        select distinct mt.me_file_id, gt.trait_group_id
+        from qsnap_member_traits gt join me_file_tags mt on mt.trait_id = gt.trait_id
+    ),
     hits as (
-        select me_file_id, band_id, count(*) as n
-        from (select distinct mt.me_file_id, bt.band_id, bt.trait_group_id
-              from qsnap_member_traits bt join me_file_tags mt on mt.trait_id = bt.trait_id) d
-        group by me_file_id, band_id
+        select g.me_file_id, bg.band_id, count(*) as n
+        from groups_met g
+        join (select distinct target_band_id as band_id, trait_group_id
+              from target_band_trait_groups
+              where target_band_id = any(cast(:band_ids as bigint[]))) bg
+          on bg.trait_group_id = g.trait_group_id
+        group by g.me_file_id, bg.band_id
     ),
     sat as (
         select h.me_file_id, w.idx
@@ -89,15 +96,16 @@ def compute_membership(conn: Connection, band_ids_outermost_first: list[int]) ->
     conn.execute(
         text("create temp table qsnap_membership (me_file_id bigint primary key, band_id bigint)")
     )
-    # analysed on its own: estimated inline, the join came out 70 times too big and the
-    # planner walked the whole trait_id index instead of hashing these few rows
+    # each group's traits once, however many bands share the group (inner bands repeat the
+    # outer ones' groups), analysed on its own: estimated inline, the join came out 70 times
+    # too big and the planner walked the whole trait_id index instead of hashing these rows
     conn.execute(
         text(
             "create temp table qsnap_member_traits as "
-            "select distinct bg.target_band_id as band_id, bg.trait_group_id, gt.trait_id "
-            "from target_band_trait_groups bg "
-            "join trait_group_traits gt on gt.trait_group_id = bg.trait_group_id "
-            "where bg.target_band_id = any(cast(:band_ids as bigint[]))"
+            "select distinct gt.trait_group_id, gt.trait_id "
+            "from trait_group_traits gt where gt.trait_group_id in ("
+            "select trait_group_id from target_band_trait_groups "
+            "where target_band_id = any(cast(:band_ids as bigint[])))"
         ),
         {"band_ids": band_ids_outermost_first},
     )
