@@ -194,20 +194,27 @@ def biggest_band(db) -> int:
         ).scalar_one()
 
 
+def emptied_biggest_band(db) -> int:
+    """The largest band, its snapshots set back to NULL."""
+    band = biggest_band(db)
+    with db.engine.begin() as conn:
+        conn.execute(
+            text(
+                "update target_populations set matching_tags_snapshot = null "
+                "where target_band_id = :b"
+            ),
+            {"b": band},
+        )
+    return band
+
+
 def qsnap(*args: str) -> list[str]:
     return [sys.executable, "-m", "qsnap_gui.cli", *args]
 
 
 def test_sigkill_mid_band_then_rerun_finishes_without_rewriting(db_url):
     db = open_database(db_url)
-    band = biggest_band(db)
-    with db.engine.begin() as conn:
-        conn.execute(
-            text(
-                "update target_populations set matching_tags_snapshot = null where target_band_id = :b"
-            ),
-            {"b": band},
-        )
+    band = emptied_biggest_band(db)
     proc = subprocess.Popen(
         qsnap("--dsn", db_url, "snapshot", "--band", str(band), "--batch-size", "10"),
         stderr=subprocess.PIPE,
@@ -250,14 +257,7 @@ def test_sigkill_mid_band_then_rerun_finishes_without_rewriting(db_url):
 
 def test_two_processes_on_one_band_both_succeed(db_url):
     db = open_database(db_url)
-    band = biggest_band(db)
-    with db.engine.begin() as conn:
-        conn.execute(
-            text(
-                "update target_populations set matching_tags_snapshot = null where target_band_id = :b"
-            ),
-            {"b": band},
-        )
+    band = emptied_biggest_band(db)
     procs = [
         subprocess.Popen(
             qsnap("--dsn", db_url, "snapshot", "--band", str(band), "--batch-size", "50"),
@@ -349,14 +349,7 @@ def _terminate(db, pid: int) -> None:
 
 def test_terminated_connection_is_retried_and_band_ends_correct(db_url):
     db = open_database(db_url)
-    band = biggest_band(db)
-    with db.engine.begin() as conn:
-        conn.execute(
-            text(
-                "update target_populations set matching_tags_snapshot = null where target_band_id = :b"
-            ),
-            {"b": band},
-        )
+    band = emptied_biggest_band(db)
     results = []
     with db.engine.connect() as blocker:
         _block_band_row(blocker, band, 120)
@@ -379,14 +372,7 @@ def test_terminated_connection_is_retried_and_band_ends_correct(db_url):
 
 def test_terminated_on_every_attempt_fails_with_cause_and_keeps_committed_batches(db_url):
     db = open_database(db_url)
-    band = biggest_band(db)
-    with db.engine.begin() as conn:
-        conn.execute(
-            text(
-                "update target_populations set matching_tags_snapshot = null where target_band_id = :b"
-            ),
-            {"b": band},
-        )
+    band = emptied_biggest_band(db)
     results = []
     with db.engine.connect() as blocker:
         blocked_id = _block_band_row(blocker, band, 120)
@@ -420,14 +406,7 @@ def test_terminated_on_every_attempt_fails_with_cause_and_keeps_committed_batche
 
 def test_cancel_between_batches_keeps_committed_rows(db_url):
     db = open_database(db_url)
-    band = biggest_band(db)
-    with db.engine.begin() as conn:
-        conn.execute(
-            text(
-                "update target_populations set matching_tags_snapshot = null where target_band_id = :b"
-            ),
-            {"b": band},
-        )
+    band = emptied_biggest_band(db)
     cancel = CancelFlag()
     results = []
     with db.engine.connect() as blocker:
