@@ -294,11 +294,11 @@ def test_waits_for_a_band_locked_elsewhere(db):
             target=lambda: results.append(snapshot_band(db.engine, band, progress=progress))
         )
         worker.start()
-        assert waiting.wait(30)
+        assert waiting.wait(120)
         assert worker.is_alive()
         locks.unlock(holder, locks.BAND, band)
         holder.commit()
-        worker.join(60)
+        worker.join(300)
     assert results[0].state is JobState.SUCCEEDED
     assert seen[0] is JobState.WAITING and seen[-1] is JobState.SUCCEEDED
 
@@ -330,7 +330,7 @@ def _backend_waiting(db, band: int) -> int | None:
         ).scalar()
 
 
-def _wait_until(predicate, timeout: float = 30.0):
+def _wait_until(predicate, timeout: float = 120.0):
     import time
 
     deadline = time.monotonic() + timeout
@@ -362,7 +362,7 @@ def test_terminated_connection_is_retried_and_band_ends_correct(db_url):
         _terminate(db, _wait_until(lambda: _backend_waiting(db, band)))
         _wait_until(lambda: _backend_waiting(db, band))
         blocker.rollback()
-    worker.join(60)
+    worker.join(300)
     result = results[0]
     assert result.state is JobState.SUCCEEDED and result.attempts == 2
     with db.engine.connect() as conn:
@@ -384,7 +384,7 @@ def test_terminated_on_every_attempt_fails_with_cause_and_keeps_committed_batche
         worker.start()
         for _ in range(3):
             _terminate(db, _wait_until(lambda: _backend_waiting(db, band)))
-        worker.join(60)
+        worker.join(300)
         blocker.rollback()
     result = results[0]
     assert result.state is JobState.FAILED and result.attempts == 3
@@ -420,7 +420,7 @@ def test_cancel_between_batches_keeps_committed_rows(db_url):
         _wait_until(lambda: _backend_waiting(db, band))
         cancel.cancel()
         blocker.rollback()
-    worker.join(60)
+    worker.join(300)
     assert results[0].state is JobState.CANCELLED
     assert results[0].rows_written == 150
     assert snapshot_band(db.engine, band).state is JobState.SUCCEEDED
