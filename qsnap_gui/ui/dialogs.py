@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from functools import partial
 
 from PySide6.QtCore import Qt, Slot
@@ -29,16 +30,32 @@ from ..db import Database, open_database
 from ..dsn import normalize_url
 from ..embedded import ensure_demo_database
 from ..errors import UsageError
+from ..secrets import (
+    KeyringUnavailable,
+    keyring_problem,
+    remember_password,
+    with_remembered_password,
+)
 from .icons import icon
 from .jobs import default_threads
 from .settings import Preferences, recent_connections, remember_connection, without_password
 from .tasks import TaskRunner
 
+log = logging.getLogger(__name__)
+
 NEW, DEMO = "new", "demo"
+REMEMBER_TIP = (
+    "Store the password in the system keyring under user@host:port/database; "
+    "it is never written to qsnap's settings"
+)
 
 
 class ConnectDialog(QDialog):
-    """Tests the connection before accepting it; remembers it without its password."""
+    """Tests the connection before accepting it; remembers it without its password.
+
+    The password itself goes to the system keyring only when the operator ticks the box, and a
+    URL without a password is completed from the keyring (off the GUI thread) before testing.
+    """
 
     def __init__(self, runner: TaskRunner, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -79,7 +96,10 @@ class ConnectDialog(QDialog):
         self.tabs.addTab(fields_page, "Fields")
         self.password = QLineEdit()
         self.password.setEchoMode(QLineEdit.EchoMode.Password)
-        self.password.setPlaceholderText("never remembered")
+        self.password.setPlaceholderText("from the keyring, PGPASSWORD or ~/.pgpass if empty")
+        self.remember = QCheckBox("Remember password in the system keyring")
+        self.keyring_message = ""  # why the last password was not remembered, if it was not
+        self._keyring_problem: str | None = None  # read again by prepare()
         self.read_only = QCheckBox("Read-only (no snapshot, refresh or depopulate)")
         self.busy = QProgressBar()
         self.busy.setRange(0, 0)
@@ -107,6 +127,7 @@ class ConnectDialog(QDialog):
         layout.addWidget(self.tabs)
         password_form = QFormLayout()
         password_form.addRow("Password", self.password)
+        password_form.addRow("", self.remember)
         password_form.addRow("", self.read_only)
         layout.addLayout(password_form)
         layout.addWidget(self.busy)
@@ -118,6 +139,11 @@ class ConnectDialog(QDialog):
         self.database = None
         self.read_only.setChecked(read_only)
         self.password.clear()
+        self.keyring_message = ""
+        self._keyring_problem = keyring_problem()
+        self.remember.setChecked(False)
+        self.remember.setEnabled(self._keyring_problem is None)
+        self.remember.setToolTip(self._keyring_problem or REMEMBER_TIP)
         self._set_status("")
         self.recent.blockSignals(True)
         self.recent.clear()
@@ -134,6 +160,7 @@ class ConnectDialog(QDialog):
         choice = self.recent.itemData(index)
         self.tabs.setEnabled(choice != DEMO)
         self.password.setEnabled(choice != DEMO)
+        self.remember.setEnabled(choice != DEMO and self._keyring_problem is None)
         if choice in (NEW, DEMO, None):
             return
         self.url.setText(choice)
@@ -200,6 +227,7 @@ class ConnectDialog(QDialog):
             self._set_status(str(exc), error=True)
             return
         read_only = self.read_only.isChecked()
+        remember = accept and raw is not None and self.remember.isChecked()
         self._accept_after_test = accept
         self._set_busy(True)
         where = (
@@ -208,12 +236,13 @@ class ConnectDialog(QDialog):
         self._set_status(f"Testing the connection to {where or 'the database'}…")
         self.runner.run(
             "connect-dialog",
-            partial(_open, raw, read_only),
+            partial(_open, raw, read_only, remember),
             partial(self._opened, raw is None),
             self._failed,
         )
 
-    def _opened(self, embedded: bool, database: Database) -> None:
+    def _opened(self, embedded: bool, opened: tuple[Database, str]) -> None:
+        database, self.keyring_message = opened
         self._set_busy(False)
         if not self.isVisible():
             database.dispose()
@@ -236,10 +265,19 @@ class ConnectDialog(QDialog):
 
     def _set_busy(self, busy: bool) -> None:
         self.busy.setVisible(busy)
-        for widget in (self.test_button, self.connect_button, self.tabs, self.recent):
+        for widget in (
+            self.test_button,
+            self.connect_button,
+            self.tabs,
+            self.recent,
+            self.remember,
+        ):
             widget.setEnabled(not busy)
         if not busy:
             self.tabs.setEnabled(self.recent.currentData() != DEMO)
+            self.remember.setEnabled(
+                self.recent.currentData() != DEMO and self._keyring_problem is None
+            )
 
     def _set_status(self, text: str, *, error: bool = False, ok: bool = False) -> None:
         self.status.setObjectName("dialogError" if error else "dialogOk" if ok else "")
@@ -248,9 +286,28 @@ class ConnectDialog(QDialog):
         self.status.setText(text)
 
 
-def _open(raw: str | None, read_only: bool) -> Database:
-    """Runs on a worker: the demo server may need starting (and seeding) first."""
-    return open_database(raw or ensure_demo_database(), read_only=read_only)
+def _open(raw: str | None, read_only: bool, remember: bool) -> tuple[Database, str]:
+    """Runs on a worker: the demo server may need starting (and seeding) first.
+
+    A URL without a password gets the remembered one (the keyring may block on D-Bus, hence
+    here); after a successful connection the password is stored when ``remember`` asks it.
+    Returns the database and why the password was not remembered ("" when it was, or was not
+    asked to be).
+    """
+    if raw is None:
+        return open_database(ensure_demo_database(), read_only=read_only), ""
+    url = with_remembered_password(raw)
+    database = open_database(url.render_as_string(hide_password=False), read_only=read_only)
+    if not remember:
+        return database, ""
+    if not database.url.password:
+        return database, "no password was entered, so none was remembered"
+    try:
+        remember_password(database.url, str(database.url.password))
+    except KeyringUnavailable as exc:  # its text never holds the password
+        log.warning("%s", exc)
+        return database, str(exc)
+    return database, ""
 
 
 class PreferencesDialog(QDialog):
