@@ -105,7 +105,7 @@ def job_text(info: JobInfo) -> str:
     return f"cancelled · {fmt.count(info.rows_written)} rows kept"
 
 
-class _Table(QAbstractTableModel):
+class TableModel(QAbstractTableModel):
     COLUMNS: tuple[str, ...] = ()
     TIPS: dict[int, str] = {}
 
@@ -146,7 +146,7 @@ class _Table(QAbstractTableModel):
         self.endResetModel()
 
 
-class TargetsModel(_Table):
+class TargetsModel(TableModel):
     COLUMNS = ("ID", "Title", "Status", "Last populated (UTC)", "Population", "Coverage")
     ID, TITLE, STATUS, LAST, POPULATION, COVERAGE = range(6)
     TIPS = {
@@ -251,7 +251,7 @@ class TargetsProxy(QSortFilterProxyModel):
 _FIRST_SHAPE = 4  # bands table: the first per-shape count column
 
 
-class BandsModel(_Table):
+class BandsModel(TableModel):
     BAND, ID, GROUPS, POPULATION = range(4)
     FIRST_SHAPE = _FIRST_SHAPE
     JOB = FIRST_SHAPE + len(SHAPES)
@@ -381,7 +381,7 @@ class BandsModel(_Table):
         return SHAPE_TIPS[shape] if shape is not None else None
 
 
-class JobsModel(_Table):
+class JobsModel(TableModel):
     COLUMNS = ("#", "Kind", "Target / band", "State", "Attempt", "Rows", "Elapsed", "Last error")
     NUMBER, KIND, LABEL, STATE, ATTEMPT, ROWS, ELAPSED, ERROR = range(8)
 

@@ -21,11 +21,8 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from PySide6.QtCore import (
-    QAbstractTableModel,
     QEvent,
-    QModelIndex,
     QObject,
-    QPersistentModelIndex,
     QPoint,
     Qt,
     QTimer,
@@ -56,7 +53,7 @@ from ..oban import BandProgress, ObanInfo, ObanJob
 from . import format as fmt
 from .delegates import JobProgressDelegate
 from .icons import icon
-from .models import AMBER, BLUE, DIM, GREEN, JOB_ROLE, STUCK_FG
+from .models import AMBER, BLUE, DIM, GREEN, JOB_ROLE, STUCK_FG, TableModel
 from .tasks import TaskRunner
 
 POLL_MS = 2000
@@ -403,7 +400,7 @@ def errors_text(job: ObanJob, *, full: bool = True) -> str:
     )
 
 
-class ObanJobsModel(QAbstractTableModel):
+class ObanJobsModel(TableModel):
     COLUMNS = (
         "Oban #",
         "Worker",
@@ -418,6 +415,12 @@ class ObanJobsModel(QAbstractTableModel):
         "Last error",
     )
     ID, WORKER, SUBJECT, STATE, ATTEMPT, NODE, PROGRESS, INSERTED, STARTED, ENDED, ERROR = range(11)
+    TIPS = {
+        NODE: "The node of the last attempt (attempted_by)",
+        PROGRESS: "A band job's progress, read from the data: snapshots filled of "
+        "the band's populations (NULL ones are left)",
+        INSERTED: "Times in UTC",
+    }
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -427,15 +430,7 @@ class ObanJobsModel(QAbstractTableModel):
     def set_jobs(self, jobs, progress: dict[int, BandProgress]) -> None:
         jobs = list(jobs)
         self._progress = dict(progress)
-        if [j.id for j in jobs] == [j.id for j in self._rows] and jobs:
-            self._rows = jobs
-            self.dataChanged.emit(
-                self.index(0, 0), self.index(len(jobs) - 1, len(self.COLUMNS) - 1)
-            )
-            return
-        self.beginResetModel()
-        self._rows = jobs
-        self.endResetModel()
+        self._replace(jobs, [j.id for j in jobs] == [j.id for j in self._rows])
 
     def job(self, row: int) -> ObanJob | None:
         return self._rows[row] if 0 <= row < len(self._rows) else None
@@ -445,35 +440,6 @@ class ObanJobsModel(QAbstractTableModel):
 
     def row_of(self, job_id: int) -> int | None:
         return next((i for i, j in enumerate(self._rows) if j.id == job_id), None)
-
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex | None = None) -> int:
-        return 0 if parent is not None and parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex | None = None) -> int:
-        return 0 if parent is not None and parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = 0):
-        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(self.COLUMNS):
-            return None
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return {
-                self.NODE: "The node of the last attempt (attempted_by)",
-                self.PROGRESS: "A band job's progress, read from the data: snapshots filled of "
-                "the band's populations (NULL ones are left)",
-                self.INSERTED: "Times in UTC",
-            }.get(section)
-        return None
-
-    def flags(self, index) -> Qt.ItemFlag:
-        if not index.isValid():
-            return Qt.ItemFlag.NoItemFlags
-        return (
-            Qt.ItemFlag.ItemIsEnabled
-            | Qt.ItemFlag.ItemIsSelectable
-            | Qt.ItemFlag.ItemNeverHasChildren
-        )
 
     def _progress_of(self, job: ObanJob) -> BandProgress | None:
         return self._progress.get(job.band_id) if job.worker == oban.WORKER_BAND else None
