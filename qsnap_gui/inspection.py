@@ -861,7 +861,9 @@ def render_text(report: InspectReport) -> str:
         )
         updated = m.updated_at.strftime("%Y-%m-%d %H:%M:%S") if m.updated_at else "-"
         out.append("")
-        out.append(f"{target} · {m.band_label} (band {m.band_id}) · population {m.population_id}")
+        out.append(
+            f"{target} · {m.band_label} (band {m.band_id}) · population row {m.population_id}"
+        )
         out.append(f"  snapshot: {_describe_shape(m)} · updated {updated}")
         if Shape(m.shape) is Shape.INVALID and m.raw_text is not None:
             out.append(f"  raw: {_clip(m.raw_text, 300)}")

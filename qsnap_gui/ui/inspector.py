@@ -633,7 +633,7 @@ class InspectorWidget(QWidget):
         self.shape_badge.show()
         self.never_bar.setVisible(shape is Shape.MISSING)
         self.csv_button.setEnabled(bool(m.decoded.parents))
-        info = f"{m.band_label} · band {m.band_id} · population {m.population_id}"
+        info = f"{m.band_label} · band {m.band_id} · population row {m.population_id}"
         info += f" · updated {_when(m.updated_at)}"
         if shape is Shape.INVALID:
             info += f"\n{_clip(m.decoded.error or '', 400)}"
