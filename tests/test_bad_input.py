@@ -26,7 +26,7 @@ from qsnap_gui.models import REQUIRED_COLUMNS
 from qsnap_gui.queries import get_target, list_bands, list_targets, parse_id
 from qsnap_gui.schema import create_demo_schema
 
-from .worlds import reference_snapshots, stored_snapshots
+from .worlds import reference_snapshots, stored_snapshots, table_digests
 
 PASSWORD = "Known-Pw-7e1"
 
@@ -44,22 +44,6 @@ def assert_refused(code: int, out: str, err: str, message: str) -> None:
     assert message in err, err
     assert "Traceback" not in out + err
     assert PASSWORD not in out + err
-
-
-def digests(engine) -> dict[str, tuple[int, str]]:
-    """Row count and a digest of every row of every table qsnap knows."""
-    out = {}
-    with engine.connect() as conn:
-        for table in REQUIRED_COLUMNS:
-            out[table] = tuple(
-                conn.execute(
-                    text(
-                        "select count(*), md5(coalesce(string_agg(t::text, '|' order by t.id), "
-                        f"'')) from {table} t"
-                    )
-                ).one()
-            )
-    return out
 
 
 def first_member(engine, target_id: int = 1) -> tuple[int, int]:
@@ -114,11 +98,11 @@ COMMANDS = [
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c))
 def test_bad_ids_on_every_subcommand_exit_2_and_change_nothing(db, db_url, capsys, command):
     me, _band = first_member(db.engine)
-    before = digests(db.engine)
+    before = table_digests(db.engine)
     for value, message in BAD_IDS.items():
         args = [a.format(value, me=me) if "{" in a else a for a in command]
         assert_refused(*run(capsys, "--dsn", db_url, *args), message)
-    assert digests(db.engine) == before
+    assert table_digests(db.engine) == before
 
 
 def test_a_band_of_another_me_file_or_target_is_refused(db, db_url, capsys):
@@ -132,7 +116,7 @@ def test_a_band_of_another_me_file_or_target_is_refused(db, db_url, capsys):
 
 
 def test_sql_looking_input_to_core_searches_and_ids_is_inert(db):
-    before = digests(db.engine)
+    before = table_digests(db.engine)
     me, band = first_member(db.engine)
     with db.engine.connect() as conn:
         for value in [*SQL_LIKE, "1 or 1=1", "Ø'; --", "100%", "a_b", "\\%"]:
@@ -156,7 +140,7 @@ def test_sql_looking_input_to_core_searches_and_ids_is_inert(db):
             get_target(conn, 999999)
         with pytest.raises(UsageError, match="targets 999998, 999999 do not exist"):
             bf.resolve_bands(conn, [1, 999999, 999998])
-    assert digests(db.engine) == before
+    assert table_digests(db.engine) == before
 
 
 # --- URLs and schemas ---------------------------------------------------------------------------
@@ -378,7 +362,7 @@ def test_odd_names_survive_every_view_export_and_search(fresh_db, capsys, tmp_pa
             ("update me_files set display_name = :v where id = :i", "me_file", me),
         ):
             conn.execute(text(sql), {"v": NAMES[key], "i": row})
-    before = digests(db.engine)
+    before = table_digests(db.engine)
 
     assert run(capsys, "--dsn", url, "snapshot", "--band", str(band), "--mode", "force")[0] == 0
 
@@ -441,6 +425,6 @@ def test_odd_names_survive_every_view_export_and_search(fresh_db, capsys, tmp_pa
         assert search_me_files(conn, "\\").rows == ()
         assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
 
-    after = digests(db.engine)
+    after = table_digests(db.engine)
     del after["target_populations"], before["target_populations"]
     assert after == before, "a snapshot run or a search wrote outside the snapshot column"

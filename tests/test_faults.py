@@ -26,7 +26,13 @@ from qsnap_gui.population import refresh_population
 from qsnap_gui.queries import list_targets
 from qsnap_gui.snapshots import JobState, Mode, snapshot_band
 
-from .worlds import reference_membership, reference_snapshots, stored_snapshots
+from .worlds import (
+    block_band_row,
+    job_waiting_on_lock,
+    reference_membership,
+    reference_snapshots,
+    stored_snapshots,
+)
 
 # --- helpers ---------------------------------------------------------------------------------
 
@@ -73,30 +79,6 @@ def null_band(engine, band: int) -> int:
             ),
             {"b": band},
         ).rowcount
-
-
-def block_row(conn, band: int, nth: int) -> int:
-    """Lock the band's nth row (id order) in an open transaction; a batch reaching it waits."""
-    row_id = conn.execute(
-        text(
-            "select id from target_populations where target_band_id = :b order by id "
-            "offset :n limit 1"
-        ),
-        {"b": band, "n": nth},
-    ).scalar_one()
-    conn.execute(text("select 1 from target_populations where id = :i for update"), {"i": row_id})
-    return row_id
-
-
-def job_waiting_on_lock(engine, band: int) -> int | None:
-    with engine.connect() as conn:
-        return conn.execute(
-            text(
-                "select pid from pg_stat_activity where application_name = :a "
-                "and wait_event_type = 'Lock'"
-            ),
-            {"a": f"qsnap band {band}"},
-        ).scalar()
 
 
 def filled_rows(engine, band: int) -> dict[int, object]:
@@ -189,7 +171,7 @@ def test_statement_timeout_names_band_and_timeout_and_writes_only_whole_batches(
     try:
         # a batch waits on a row the test holds: the timeout cancels it, on every attempt
         with db.engine.connect() as blocker:
-            blocked_id = block_row(blocker, band, 120)
+            blocked_id = block_band_row(blocker, band, 120)
             result = snapshot_band(timed.engine, band, batch_size=50, backoff=0.05)
             assert result.state is JobState.FAILED and result.attempts == 3
             assert result.error == (
@@ -482,7 +464,7 @@ def test_refresh_waits_for_a_running_band_job_instead_of_deadlocking(fresh_db):
     null_target(db.engine, 1)
     outcomes: dict[str, object] = {}
     with db.engine.connect() as blocker:
-        block_row(blocker, band, 120)
+        block_band_row(blocker, band, 120)
         job = threading.Thread(
             target=lambda: outcomes.setdefault(
                 "job", snapshot_band(db.engine, band, mode=Mode.FORCE, batch_size=50)
@@ -550,7 +532,7 @@ def test_server_stopped_mid_job_fails_cleanly_and_retry_completes(own_server, ca
     results = []
     blocker = db.engine.connect()
     try:
-        blocked_id = block_row(blocker, band, 120)
+        blocked_id = block_band_row(blocker, band, 120)
         worker = threading.Thread(
             target=lambda: results.append(
                 snapshot_band(

@@ -17,11 +17,10 @@ from sqlalchemy.engine import make_url
 from qsnap_gui.cli import main
 from qsnap_gui.db import POPULATE_PRIVILEGES, open_database
 from qsnap_gui.inspection import resnapshot_row
-from qsnap_gui.models import REQUIRED_COLUMNS
 from qsnap_gui.population import refresh_population
 from qsnap_gui.snapshots import JobState, snapshot_band
 
-from .worlds import reference_membership, reference_snapshots, stored_snapshots
+from .worlds import reference_membership, reference_snapshots, stored_snapshots, table_digests
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 _names = itertools.count(1)
@@ -39,21 +38,6 @@ def readme_grants(role: str, database: str) -> list[str]:
         s.replace(" DATABASE qlarius ", f' DATABASE "{database}" ')[: -len("qsnap")] + role
         for s in grants
     ]
-
-
-def digests(engine) -> dict[str, tuple[int, str]]:
-    out = {}
-    with engine.connect() as conn:
-        for table in REQUIRED_COLUMNS:
-            out[table] = tuple(
-                conn.execute(
-                    text(
-                        "select count(*), md5(coalesce(string_agg(t::text, '|' order by t.id), "
-                        f"'')) from {table} t"
-                    )
-                ).one()
-            )
-    return out
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -170,7 +154,7 @@ WRITES = [
 
 def test_select_only_role_browses_and_is_refused_every_write(fresh_db, roles, capsys):
     url = roles(*browse_only(fresh_db.url.database))
-    before = digests(fresh_db.engine)
+    before = table_digests(fresh_db.engine)
     for args in (["targets"], ["bands", "1"], ["inspect", "1"], ["backfill", "--dry-run"]):
         code, _out, err = run(capsys, "--dsn", url, *args)
         assert code == 0, (args, err)
@@ -182,7 +166,7 @@ def test_select_only_role_browses_and_is_refused_every_write(fresh_db, roles, ca
     code, _out, err = run(capsys, "--dsn", url, "populate", "1")
     for privilege in POPULATE_PRIVILEGES:
         assert privilege in err
-    assert digests(fresh_db.engine) == before
+    assert table_digests(fresh_db.engine) == before
 
 
 def test_one_missing_column_privilege_is_named_before_the_job_starts(fresh_db, roles, capsys):
@@ -192,7 +176,7 @@ def test_one_missing_column_privilege_is_named_before_the_job_starts(fresh_db, r
         f'grant temporary on database "{database}" to {{role}}',
         "grant update (matching_tags_snapshot) on target_populations to {role}",
     )
-    before = digests(fresh_db.engine)
+    before = table_digests(fresh_db.engine)
     code, out, err = run(capsys, "--dsn", url, "snapshot", "--target", "1")
     assert code == 2 and not out
     assert err.strip() == (
@@ -205,12 +189,12 @@ def test_one_missing_column_privilege_is_named_before_the_job_starts(fresh_db, r
     finally:
         as_role.dispose()
     assert result.state is JobState.FAILED and "permission denied" in result.error
-    assert digests(fresh_db.engine) == before
+    assert table_digests(fresh_db.engine) == before
 
 
 def test_read_only_flag_refuses_every_write_and_the_session_cannot_write(fresh_db, capsys):
     url = fresh_db.url.render_as_string(hide_password=False)
-    before = digests(fresh_db.engine)
+    before = table_digests(fresh_db.engine)
     for args, action, _privilege in WRITES:
         code, out, err = run(capsys, "--dsn", url, "--read-only", *args)
         assert code == 2 and not out, (args, out, err)
@@ -230,4 +214,4 @@ def test_read_only_flag_refuses_every_write_and_the_session_cannot_write(fresh_d
             refresh_population(read_only.engine, 1)
     finally:
         read_only.dispose()
-    assert digests(fresh_db.engine) == before
+    assert table_digests(fresh_db.engine) == before

@@ -18,7 +18,14 @@ from qsnap_gui import locks
 from qsnap_gui.db import open_database
 from qsnap_gui.snapshots import CancelFlag, JobState, Mode, snapshot_band, snapshot_bands
 
-from .worlds import World, load_world, reference_snapshots, stored_snapshots
+from .worlds import (
+    World,
+    block_band_row,
+    job_waiting_on_lock,
+    load_world,
+    reference_snapshots,
+    stored_snapshots,
+)
 
 
 def band_ids(db) -> list[int]:
@@ -303,33 +310,6 @@ def test_waits_for_a_band_locked_elsewhere(db):
     assert seen[0] is JobState.WAITING and seen[-1] is JobState.SUCCEEDED
 
 
-def _block_band_row(conn, band: int, nth: int) -> int:
-    """Lock the band's nth row (by id) in an open transaction so a writer blocks on it.
-
-    The id is read first: FOR UPDATE with OFFSET would also lock every skipped row.
-    """
-    row_id = conn.execute(
-        text(
-            "select id from target_populations where target_band_id = :b order by id "
-            "offset :n limit 1"
-        ),
-        {"b": band, "n": nth},
-    ).scalar_one()
-    conn.execute(text("select 1 from target_populations where id = :i for update"), {"i": row_id})
-    return row_id
-
-
-def _backend_waiting(db, band: int) -> int | None:
-    with db.engine.connect() as conn:
-        return conn.execute(
-            text(
-                "select pid from pg_stat_activity where application_name = :a "
-                "and wait_event_type = 'Lock'"
-            ),
-            {"a": f"qsnap band {band}"},
-        ).scalar()
-
-
 def _wait_until(predicate, timeout: float = 120.0):
     import time
 
@@ -352,15 +332,15 @@ def test_terminated_connection_is_retried_and_band_ends_correct(db_url):
     band = emptied_biggest_band(db)
     results = []
     with db.engine.connect() as blocker:
-        _block_band_row(blocker, band, 120)
+        block_band_row(blocker, band, 120)
         worker = threading.Thread(
             target=lambda: results.append(
                 snapshot_band(db.engine, band, batch_size=50, backoff=0.05)
             )
         )
         worker.start()
-        _terminate(db, _wait_until(lambda: _backend_waiting(db, band)))
-        _wait_until(lambda: _backend_waiting(db, band))
+        _terminate(db, _wait_until(lambda: job_waiting_on_lock(db.engine, band)))
+        _wait_until(lambda: job_waiting_on_lock(db.engine, band))
         blocker.rollback()
     worker.join(300)
     result = results[0]
@@ -375,7 +355,7 @@ def test_terminated_on_every_attempt_fails_with_cause_and_keeps_committed_batche
     band = emptied_biggest_band(db)
     results = []
     with db.engine.connect() as blocker:
-        blocked_id = _block_band_row(blocker, band, 120)
+        blocked_id = block_band_row(blocker, band, 120)
         worker = threading.Thread(
             target=lambda: results.append(
                 snapshot_band(db.engine, band, batch_size=50, backoff=0.05)
@@ -383,7 +363,7 @@ def test_terminated_on_every_attempt_fails_with_cause_and_keeps_committed_batche
         )
         worker.start()
         for _ in range(3):
-            _terminate(db, _wait_until(lambda: _backend_waiting(db, band)))
+            _terminate(db, _wait_until(lambda: job_waiting_on_lock(db.engine, band)))
         worker.join(300)
         blocker.rollback()
     result = results[0]
@@ -410,14 +390,14 @@ def test_cancel_between_batches_keeps_committed_rows(db_url):
     cancel = CancelFlag()
     results = []
     with db.engine.connect() as blocker:
-        _block_band_row(blocker, band, 120)
+        block_band_row(blocker, band, 120)
         worker = threading.Thread(
             target=lambda: results.append(
                 snapshot_band(db.engine, band, batch_size=50, cancel=cancel)
             )
         )
         worker.start()
-        _wait_until(lambda: _backend_waiting(db, band))
+        _wait_until(lambda: job_waiting_on_lock(db.engine, band))
         cancel.cancel()
         blocker.rollback()
     worker.join(300)

@@ -205,3 +205,49 @@ def reference_membership(conn: Connection, target_id: int) -> dict[int, int]:
         for m in candidates:
             assigned[m] = band_id
     return assigned
+
+
+def table_digests(engine: Engine) -> dict[str, tuple[int, str]]:
+    """Row count and a digest of every row of every table qsnap knows: "nothing written"."""
+    from qsnap_gui.models import REQUIRED_COLUMNS
+
+    out = {}
+    with engine.connect() as conn:
+        for table in REQUIRED_COLUMNS:
+            out[table] = tuple(
+                conn.execute(
+                    text(
+                        "select count(*), md5(coalesce(string_agg(t::text, '|' order by t.id), "
+                        f"'')) from {table} t"
+                    )
+                ).one()
+            )
+    return out
+
+
+def block_band_row(conn: Connection, band: int, nth: int) -> int:
+    """Lock the band's nth row (by id) in an open transaction so a writer blocks on it.
+
+    The id is read first: FOR UPDATE with OFFSET would also lock every skipped row.
+    """
+    row_id = conn.execute(
+        text(
+            "select id from target_populations where target_band_id = :b order by id "
+            "offset :n limit 1"
+        ),
+        {"b": band, "n": nth},
+    ).scalar_one()
+    conn.execute(text("select 1 from target_populations where id = :i for update"), {"i": row_id})
+    return row_id
+
+
+def job_waiting_on_lock(engine: Engine, band: int) -> int | None:
+    """The backend pid of the band's job while it waits on a lock (the core names its session)."""
+    with engine.connect() as conn:
+        return conn.execute(
+            text(
+                "select pid from pg_stat_activity where application_name = :a "
+                "and wait_event_type = 'Lock'"
+            ),
+            {"a": f"qsnap band {band}"},
+        ).scalar()
