@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -14,9 +15,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from qsnap_gui import locks
+from qsnap_gui import locks, snapshots
 from qsnap_gui.db import open_database
-from qsnap_gui.snapshots import CancelFlag, JobState, Mode, snapshot_band, snapshot_bands
+from qsnap_gui.snapshots import (
+    CancelFlag,
+    JobState,
+    Mode,
+    snapshot_band,
+    snapshot_bands,
+    snapshot_select_sql,
+)
 
 from .worlds import (
     World,
@@ -405,5 +413,176 @@ def test_cancel_between_batches_keeps_committed_rows(db_url):
     assert results[0].rows_written == 150
     assert snapshot_band(db.engine, band).state is JobState.SUCCEEDED
     with db.engine.connect() as conn:
+        assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
+    db.dispose()
+
+
+# --- large bands: the lookup form and the relay to several writers ------------------------------
+
+
+def test_lookup_form_equals_the_planners_form_on_every_band(db):
+    """Reading tags me_file by me_file builds byte-identical snapshots."""
+    compared = 0
+    with db.engine.connect() as conn:
+        for band in band_ids(db):
+            rows_sql = "select id, me_file_id from target_populations where target_band_id = :b"
+            forms = [
+                dict(
+                    conn.execute(
+                        text(snapshot_select_sql(rows_sql, lookup=lookup, as_text=True)),
+                        {"b": band, "band": band},
+                    ).all()
+                )
+                for lookup in (False, True)
+            ]
+            assert forms[0] == forms[1]
+            reference = reference_snapshots(conn, band)
+            assert {k: json.loads(v) for k, v in forms[1].items()} == reference
+            compared += len(reference)
+    assert compared > 1000
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(world=worlds())
+def test_relayed_writers_with_lookups_equal_reference_on_generated_worlds(
+    scratch, world, monkeypatch
+):
+    load_world(scratch.engine, world)
+    with scratch.engine.begin() as conn:
+        conn.execute(text("analyze me_files"))
+    monkeypatch.setattr(snapshots, "LOOKUP_SHARE", 1e9)
+    result = snapshot_band(scratch.engine, 50, mode=Mode.FORCE, batch_size=2, split_rows=1)
+    assert result.state is JobState.SUCCEEDED
+    with scratch.engine.connect() as conn:
+        assert stored_snapshots(conn, 50) == reference_snapshots(conn, 50)
+
+
+def test_large_band_is_written_by_two_connections_in_whole_batches(fresh_db):
+    db = fresh_db
+    band = emptied_biggest_band(db)
+    total = count_null(db, band)
+    seen: list[tuple[str, int, int, int]] = []
+
+    def progress(p):
+        if p.state is JobState.RUNNING and p.batch:
+            seen.append((threading.current_thread().name, p.batch, p.batches, p.rows_done))
+
+    result = snapshot_band(db.engine, band, batch_size=25, split_rows=1, progress=progress)
+    assert result.state is JobState.SUCCEEDED and result.rows_written == total
+    assert result.batches == -(-total // 25) == len(seen)
+    assert {name for name, *_ in seen} == {
+        f"qsnap band {band} writer 1",
+        f"qsnap band {band} writer 2",
+    }
+    assert [b for _, b, _, _ in seen] == list(range(1, len(seen) + 1))
+    assert seen[-1][3] == total and all(n == result.batches for _, _, n, _ in seen)
+    with db.engine.connect() as conn:
+        assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
+
+
+def test_relay_failing_writer_stops_the_band_and_leaves_only_correct_rows(db_url):
+    db = open_database(db_url)
+    band = emptied_biggest_band(db)
+    results = []
+    with db.engine.connect() as blocker:
+        blocked_id = block_band_row(blocker, band, 120)
+        worker = threading.Thread(
+            target=lambda: results.append(
+                snapshot_band(db.engine, band, batch_size=50, backoff=0.05, split_rows=1)
+            )
+        )
+        worker.start()
+        for _ in range(3):
+            _terminate(db, _wait_until(lambda: job_waiting_on_lock(db.engine, band)))
+        worker.join(300)
+        blocker.rollback()
+    result = results[0]
+    assert result.state is JobState.FAILED and result.attempts == 3
+    assert f"band {band}: lost the database connection" in result.error
+    with db.engine.connect() as conn:
+        stored = stored_snapshots(conn, band)
+        reference = reference_snapshots(conn, band)
+    written = {k: v for k, v in stored.items() if v is not None}
+    assert stored[blocked_id] is None and written
+    assert len(written) == result.rows_written
+    assert all(v == reference[k] for k, v in written.items())
+    assert not job_waiting_on_lock(db.engine, band)
+    db.dispose()
+
+
+def test_relay_cancel_keeps_what_was_written_and_a_rerun_completes(db_url):
+    db = open_database(db_url)
+    band = emptied_biggest_band(db)
+    cancel = CancelFlag()
+    results = []
+    with db.engine.connect() as blocker:
+        block_band_row(blocker, band, 120)
+        worker = threading.Thread(
+            target=lambda: results.append(
+                snapshot_band(db.engine, band, batch_size=50, cancel=cancel, split_rows=1)
+            )
+        )
+        worker.start()
+        _wait_until(lambda: job_waiting_on_lock(db.engine, band))
+        cancel.cancel()
+        blocker.rollback()
+    worker.join(300)
+    assert results[0].state is JobState.CANCELLED
+    kept = count_null(db, band)
+    with db.engine.connect() as conn:
+        total = len(stored_snapshots(conn, band))
+    assert 0 < results[0].rows_written == total - kept
+    assert snapshot_band(db.engine, band, split_rows=1).rows_written == kept
+    with db.engine.connect() as conn:
+        assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
+    db.dispose()
+
+
+KILLABLE_RELAY = """
+import sys
+from qsnap_gui.db import open_database
+from qsnap_gui.snapshots import snapshot_band
+db = open_database(sys.argv[1])
+snapshot_band(db.engine, int(sys.argv[2]), batch_size=10, split_rows=1,
+              progress=lambda p: print(p.batch, flush=True))
+"""
+
+
+def test_sigkill_mid_relay_then_rerun_rewrites_nothing(db_url):
+    db = open_database(db_url)
+    band = emptied_biggest_band(db)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE_RELAY, db_url, str(band)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    for line in proc.stdout:
+        if int(line) >= 8:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    with db.engine.connect() as conn:
+        done = dict(
+            conn.execute(
+                text(
+                    "select id, xmin::text from target_populations where target_band_id = :b "
+                    "and matching_tags_snapshot is not null"
+                ),
+                {"b": band},
+            ).all()
+        )
+    assert len(done) >= 80 and count_null(db, band) > 0
+    assert snapshot_band(db.engine, band).state is JobState.SUCCEEDED
+    with db.engine.connect() as conn:
+        again = dict(
+            conn.execute(
+                text("select id, xmin::text from target_populations where id = any(:ids)"),
+                {"ids": list(done)},
+            ).all()
+        )
+        assert again == done, "rows committed before the kill were written again"
         assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
     db.dispose()
