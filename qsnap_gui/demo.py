@@ -21,13 +21,14 @@ from .models import (
     Target,
     TargetBand,
     TargetBandTraitGroup,
+    TargetPopulation,
     Trait,
     TraitGroup,
     TraitGroupTrait,
 )
 from .population import apply_membership
 from .schema import create_demo_schema
-from .snapshots import snapshot_select_sql
+from .snapshots import BAND_TRAITS_SQL, snapshot_select_sql
 
 log = logging.getLogger(__name__)
 
@@ -364,6 +365,9 @@ def generate_demo(
         say(f"me_files: {spec.me_files}, tags: {tags} ({time.monotonic() - started:.1f}s)")
         targets = _insert_targets(conn, rng, spec, parents)
         conn.execute(text("analyze"))
+        # populations too are written without their indexes, which are then built sorted
+        for index in TargetPopulation.__table__.indexes:
+            index.drop(conn)
         for target_id, status in targets:
             if status == "not_populated":
                 continue
@@ -377,6 +381,8 @@ def generate_demo(
                 {"s": status, "t": target_id, "at": BASE_TIME + timedelta(days=target_id)},
             )
             say(f"target {target_id}: populated ({time.monotonic() - started:.1f}s)")
+        for index in TargetPopulation.__table__.indexes:
+            index.create(conn)
     conn_targets = [t for t, _status in targets]
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -501,8 +507,8 @@ def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> in
     """
     conn.execute(
         text(
-            "create temp table demo_parents (pid bigint primary key, kind text, salt int, n int, "
-            "pct int) on commit drop"
+            "create temp table demo_parents (pid bigint primary key, kind text, ord int, salt int, "
+            "n int, pct int) on commit drop"
         )
     )
     conn.execute(
@@ -512,11 +518,12 @@ def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> in
         )
     )
     conn.execute(
-        text("insert into demo_parents values (:pid, :kind, :salt, :n, :pct)"),
+        text("insert into demo_parents values (:pid, :kind, :ord, :salt, :n, :pct)"),
         [
             {
                 "pid": p.id,
                 "kind": p.kind,
+                "ord": i,
                 "salt": 100 + i,
                 "n": len(p.children),
                 "pct": 40 + (i * 37) % 40,
@@ -534,21 +541,26 @@ def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> in
     )
     conn.execute(text("analyze demo_parents"))
     conn.execute(text("analyze demo_children"))
+    # bulk load without indexes, then build them sorted: maintaining the primary key and two
+    # indexes row by row, and drawing each id from the sequence, cost more than the rows
+    conn.execute(text("alter table me_file_tags drop constraint me_file_tags_pkey"))
     for index in MeFileTag.__table__.indexes:
         index.drop(conn)
     seed = spec.seed
+    # ids are (me_file, parent, pick) packed into one number: unique without a sequence
+    tag_id = "x.mid * 256 + x.ord * 4"
     conn.execute(
         text(
             f"""
-            insert into me_file_tags
-                (me_file_id, trait_id, tag_value, added_date, modified_date, added_by, modified_by)
-            select x.mid, c.trait_id,
+            insert into me_file_tags (id, me_file_id, trait_id, tag_value, added_date,
+                                      modified_date, added_by, modified_by)
+            select {tag_id}, x.mid, c.trait_id,
                    case when x.kind = 'zip' and x.blank = 0 then null
                         when x.kind = 'zip' and x.blank = 1 then ''
                         else c.val end,
                    :base, :base, 1, 1
             from (
-                select m.id as mid, dp.pid, dp.kind,
+                select m.id as mid, dp.pid, dp.kind, dp.ord,
                        {_h(seed, 0, "m.id * 97 + dp.salt")} % dp.n as idx,
                        {_h(seed, 5)} % 400 as blank
                 from generate_series(1, :n) as m(id)
@@ -564,27 +576,33 @@ def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> in
     conn.execute(
         text(
             f"""
-            insert into me_file_tags
-                (me_file_id, trait_id, tag_value, added_date, modified_date, added_by, modified_by)
-            select x.mid, c.trait_id, c.val, :base, :base, 1, 1
+            insert into me_file_tags (id, me_file_id, trait_id, tag_value, added_date,
+                                      modified_date, added_by, modified_by)
+            select {tag_id} + x.k, x.mid, c.trait_id, c.val, :base, :base, 1, 1
             from (
-                select m.id as mid, dp.pid, (s.start + j.k) % dp.n as idx
-                from generate_series(1, :n) as m(id)
-                cross join demo_parents dp
-                cross join lateral (
-                    select {_h(seed, 0, "m.id * 53 + dp.salt")} % dp.n as start,
-                           {_h(seed, 0, "m.id * 71 + dp.salt")} % 4 as picks
-                ) s
-                cross join lateral generate_series(0, least(s.picks, dp.n) - 1) as j(k)
-                where dp.kind = 'multi'
+                select s.mid, s.pid, s.ord, j.k, (s.start + j.k) % s.n as idx
+                from (select m.id as mid, dp.pid, dp.ord, dp.n,
+                             {_h(seed, 0, "m.id * 53 + dp.salt")} % dp.n as start,
+                             least({_h(seed, 0, "m.id * 71 + dp.salt")} % 4, dp.n) as picks
+                      from generate_series(1, :n) as m(id)
+                      cross join demo_parents dp
+                      where dp.kind = 'multi') s
+                join (values (0), (1), (2)) as j(k) on j.k < s.picks
             ) x
             join demo_children c on c.pid = x.pid and c.idx = x.idx
             """
         ),
         {"n": spec.me_files, "base": BASE_TIME},
     )
+    conn.execute(text("set local maintenance_work_mem = '1GB'"))
+    conn.execute(text("alter table me_file_tags add primary key (id)"))
     for index in MeFileTag.__table__.indexes:
         index.create(conn)
+    conn.execute(
+        text(
+            "select setval(pg_get_serial_sequence('me_file_tags', 'id'), max(id)) from me_file_tags"
+        )
+    )
     return conn.execute(text("select count(*) from me_file_tags")).scalar_one()
 
 
@@ -713,6 +731,12 @@ def _fill_snapshots(conn: Connection, spec: DemoSpec, target_id: int) -> None:
     )
     bucket = f"({_h(spec.seed, 9, 'tp.id')} % 1000)"
     for band_id in band_ids:
+        # the band's traits analysed on their own, as the engine does, for true row estimates
+        conn.execute(
+            text(f"create temp table demo_band_traits on commit drop as {BAND_TRAITS_SQL}"),
+            {"band": band_id},
+        )
+        conn.execute(text("analyze demo_band_traits"))
         rows_sql = (
             "select tp.id, tp.me_file_id from target_populations tp "
             f"where tp.target_band_id = :band and {bucket} < 640"
@@ -720,10 +744,11 @@ def _fill_snapshots(conn: Connection, spec: DemoSpec, target_id: int) -> None:
         conn.execute(
             text(
                 f"update target_populations tp set matching_tags_snapshot = s.snap "
-                f"from ({snapshot_select_sql(rows_sql)}) s where tp.id = s.id"
+                f"from ({snapshot_select_sql(rows_sql, 'demo_band_traits')}) s where tp.id = s.id"
             ),
             {"band": band_id},
         )
+        conn.execute(text("drop table demo_band_traits"))
     broken = {
         "bare": (f"{bucket} between 600 and 619", "tp.matching_tags_snapshot -> 'tags'"),
         "null_values": (
