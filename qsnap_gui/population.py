@@ -90,31 +90,111 @@ MEMBERSHIP_SQL = """
 """
 
 
-def compute_membership(conn: Connection, band_ids_outermost_first: list[int]) -> None:
-    """Fill the temporary table qsnap_membership(me_file_id, band_id) for the target."""
-    conn.execute(text("drop table if exists qsnap_membership, qsnap_member_traits"))
-    conn.execute(
-        text("create temp table qsnap_membership (me_file_id bigint primary key, band_id bigint)")
-    )
-    # each group's traits once, however many bands share the group (inner bands repeat the
-    # outer ones' groups), analysed on its own: estimated inline, the join came out 70 times
-    # too big and the planner walked the whole trait_id index instead of hashing these rows
-    conn.execute(
+# one bit per trait group of the target (bits 0-61 of a bigint); more take MEMBERSHIP_SQL
+MASK_BITS = 62
+
+MASKS_SQL = """
+    select mt.me_file_id, bit_or(gt.bits) as mask
+    from qsnap_member_traits gt
+    cross join lateral (
+        select t.me_file_id from me_file_tags t where t.trait_id = gt.trait_id offset 0
+    ) mt
+    group by mt.me_file_id
+"""
+
+# a band without groups takes every me_file with a tag, also those without any group's tags
+EVERY_TAGGED_SQL = f"""
+    select me_file_id, bit_or(mask) as mask from (
+        {MASKS_SQL}
+        union all select distinct me_file_id, cast(0 as bigint) from me_file_tags
+    ) u group by me_file_id
+"""
+
+LEVELS_SQL = """
+    select l.me_file_id, (cast(:band_ids as bigint[]))[l.level] as band_id
+    from (select m.me_file_id, {level} as level from qsnap_member_masks m) l
+    where l.level > 0 and exists (select 1 from me_files f where f.id = l.me_file_id)
+"""
+
+
+def _band_masks(conn: Connection, band_ids: list[int]) -> tuple[dict[int, int], list[int]]:
+    """Each group's bit, and each band's mask of the groups it requires (outermost first)."""
+    pairs = conn.execute(
         text(
-            "create temp table qsnap_member_traits as "
-            "select distinct gt.trait_group_id, gt.trait_id "
-            "from trait_group_traits gt where gt.trait_group_id in ("
-            "select trait_group_id from target_band_trait_groups "
-            "where target_band_id = any(cast(:band_ids as bigint[])))"
+            "select target_band_id, trait_group_id from target_band_trait_groups "
+            "where target_band_id = any(cast(:band_ids as bigint[]))"
         ),
-        {"band_ids": band_ids_outermost_first},
+        {"band_ids": band_ids},
+    ).all()
+    bits = {group: n for n, group in enumerate(sorted({group for _, group in pairs}))}
+    masks = {band: 0 for band in band_ids}
+    for band, group in pairs:
+        masks[band] |= 1 << bits[group]
+    return bits, [masks[band] for band in band_ids]
+
+
+def _levels_sql(masks: list[int]) -> str:
+    """A me_file's level: how many bands in a row, outermost first, its groups satisfy."""
+    cases = " ".join(
+        f"when m.mask & (cast(:masks as bigint[]))[{n}] <> (cast(:masks as bigint[]))[{n}] "
+        f"then {n - 1}"
+        for n in range(1, len(masks) + 1)
     )
-    conn.execute(text("analyze qsnap_member_traits"))
-    if band_ids_outermost_first:
+    return LEVELS_SQL.format(level=f"case {cases} else {len(masks)} end")
+
+
+def compute_membership(conn: Connection, band_ids_outermost_first: list[int]) -> None:
+    """Fill the temporary table qsnap_membership(me_file_id, band_id) for the target.
+
+    Each group a me_file has a tag in sets one bit of its mask, read in one pass over the
+    groups' tags through the trait_id index; a band takes the me_files whose masks cover its
+    groups. For a million me_files: 17 s -> 8 s, where counting hits per band and group
+    sorted five million rows (that query remains for targets of more than 62 groups).
+    """
+    band_ids = band_ids_outermost_first
+    conn.execute(
+        text("drop table if exists qsnap_membership, qsnap_member_traits, qsnap_member_masks")
+    )
+    if not band_ids:
+        conn.execute(text("create temp table qsnap_membership (me_file_id bigint, band_id bigint)"))
+        return
+    conn.execute(text("set local work_mem = '256MB'"))
+    bits, masks = _band_masks(conn, band_ids)
+    # the groups' traits, and then the masks, in tables of their own, analysed: estimated
+    # inline, the joins came out 70 times too big and the planner chose nested loops
+    if len(bits) <= MASK_BITS:
         conn.execute(
-            text(f"insert into qsnap_membership {MEMBERSHIP_SQL}"),
-            {"band_ids": band_ids_outermost_first},
+            text(
+                "create temp table qsnap_member_traits as "
+                "select gt.trait_id, bit_or(cast(1 as bigint) << g.bit) as bits "
+                "from trait_group_traits gt "
+                "join unnest(cast(:groups as bigint[]), cast(:bits as int[])) as g(id, bit) "
+                "on g.id = gt.trait_group_id group by gt.trait_id"
+            ),
+            {"groups": list(bits), "bits": list(bits.values())},
         )
+        conn.execute(text("analyze qsnap_member_traits"))
+        every_tagged = masks[0] == 0
+        conn.execute(
+            text(
+                "create temp table qsnap_member_masks as "
+                f"{EVERY_TAGGED_SQL if every_tagged else MASKS_SQL}"
+            )
+        )
+        conn.execute(text("analyze qsnap_member_masks"))
+        sql, params = _levels_sql(masks), {"band_ids": band_ids, "masks": masks}
+    else:
+        conn.execute(
+            text(
+                "create temp table qsnap_member_traits as "
+                "select distinct gt.trait_group_id, gt.trait_id from trait_group_traits gt "
+                "where gt.trait_group_id = any(cast(:groups as bigint[]))"
+            ),
+            {"groups": list(bits)},
+        )
+        conn.execute(text("analyze qsnap_member_traits"))
+        sql, params = MEMBERSHIP_SQL, {"band_ids": band_ids}
+    conn.execute(text(f"create temp table qsnap_membership as {sql}"), params)
     conn.execute(text("analyze qsnap_membership"))
 
 
@@ -160,8 +240,15 @@ def apply_membership(conn: Connection, target_id: int) -> DiffCounts:
     band_ids = outermost_first(conn, target_id)
     lock_bands(conn, band_ids)
     compute_membership(conn, band_ids)
+    # the statistics of target_populations may say "empty" (just depopulated, or never
+    # analysed): planned as a nested loop, the insert then rescanned the rows it was adding
+    # for every new member, quadratic (a million new rows ran for more than ten minutes)
+    conn.execute(text("set local enable_nestloop = off"))
     total, inserted, deleted, moved = conn.execute(text(DIFF_SQL), {"band_ids": band_ids}).one()
-    conn.execute(text("drop table if exists qsnap_membership, qsnap_member_traits"))
+    conn.execute(text("set local enable_nestloop to default"))
+    conn.execute(
+        text("drop table if exists qsnap_membership, qsnap_member_traits, qsnap_member_masks")
+    )
     return DiffCounts(kept=total - inserted, inserted=inserted, deleted=deleted, moved=moved)
 
 

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
+from qsnap_gui import population
 from qsnap_gui.db import open_database
 from qsnap_gui.errors import TargetBusy
 from qsnap_gui.population import RefreshFlow, apply_membership, depopulate, refresh_population
@@ -90,6 +91,20 @@ def scratch(create_db):
 )
 @given(world=target_worlds())
 def test_sql_membership_equals_reference_on_generated_worlds(scratch, world):
+    check_membership_world(scratch, world)
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(world=target_worlds())
+def test_membership_of_targets_with_too_many_groups_for_a_mask(scratch, world, monkeypatch):
+    """Targets with more than 62 trait groups take the counting query; it must agree."""
+    monkeypatch.setattr(population, "MASK_BITS", 0)
+    check_membership_world(scratch, world)
+
+
+def check_membership_world(scratch, world: World) -> None:
     load_world(scratch.engine, world)
     with scratch.engine.begin() as conn:
         before = {(b, m) for b, m in world.populations}
