@@ -11,10 +11,12 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, Engine, insert, text
+from sqlalchemy import Connection, Engine, Table, insert, text
+from sqlalchemy.schema import CreateIndex
 
 from .models import (
     MeFileTag,
@@ -26,9 +28,9 @@ from .models import (
     TraitGroup,
     TraitGroupTrait,
 )
-from .population import apply_membership
+from .population import compute_membership, outermost_first
 from .schema import create_demo_schema
-from .snapshots import BAND_TRAITS_SQL, snapshot_select_sql
+from .snapshots import BAND_TRAITS_SQL, LOOKUP_SHARE, STAGING_WORK_MEM, snapshot_select_sql
 
 log = logging.getLogger(__name__)
 
@@ -354,25 +356,31 @@ def generate_demo(
     started = time.monotonic()
     rng = random.Random(spec.seed)
     populations = 0
-    # One transaction: on a wal_level=minimal server (the embedded one) tables created and
-    # filled in the same transaction skip the WAL, which halves the cost of a large demo.
+    # On a wal_level=minimal server (the embedded one) a table created or truncated in the
+    # transaction that fills it skips the WAL: the tags are loaded in the transaction that
+    # creates the schema, the populations in one that truncates their table first.
     with engine.begin() as conn:
         conn.execute(text("set local synchronous_commit = off"))
         create_demo_schema(conn, reset=reset)
         parents = _insert_traits(conn, rng, spec)
         _insert_me_files(conn, spec)
         tags = _insert_tags(conn, spec, parents)
-        say(f"me_files: {spec.me_files}, tags: {tags} ({time.monotonic() - started:.1f}s)")
         targets = _insert_targets(conn, rng, spec, parents)
-        conn.execute(text("analyze"))
+    say(f"me_files: {spec.me_files}, tags: {tags} ({time.monotonic() - started:.1f}s)")
+    _index_in_parallel(engine, MeFileTag.__table__, primary_key="me_file_tags_pkey")
+    say(f"tags indexed ({time.monotonic() - started:.1f}s)")
+    with engine.begin() as conn:
+        conn.execute(text("set local synchronous_commit = off"))
+        conn.execute(text(f"set local work_mem = '{STAGING_WORK_MEM}'"))
+        conn.execute(text("truncate target_populations"))
         # populations too are written without their indexes, which are then built sorted
         for index in TargetPopulation.__table__.indexes:
             index.drop(conn)
+        conn.execute(text("analyze"))
         for target_id, status in targets:
             if status == "not_populated":
                 continue
-            populations += apply_membership(conn, target_id).total
-            _fill_snapshots(conn, spec, target_id)
+            populations += _populate(conn, spec, target_id)
             conn.execute(
                 text(
                     "update targets set population_status = :s, last_populated_at = :at "
@@ -381,6 +389,7 @@ def generate_demo(
                 {"s": status, "t": target_id, "at": BASE_TIME + timedelta(days=target_id)},
             )
             say(f"target {target_id}: populated ({time.monotonic() - started:.1f}s)")
+        conn.execute(text("set local maintenance_work_mem = '512MB'"))
         for index in TargetPopulation.__table__.indexes:
             index.create(conn)
     conn_targets = [t for t, _status in targets]
@@ -396,6 +405,34 @@ def generate_demo(
         f"targets, {stats.bands} bands, {stats.populations} populations in {stats.seconds:.1f}s"
     )
     return stats
+
+
+def _index_in_parallel(engine: Engine, table: Table, *, primary_key: str) -> None:
+    """Build a table's primary key and indexes at once, one connection each.
+
+    Index builds sort the whole table on one core each (55 s one after the other for 39 M
+    tags). The primary key is built as a unique index, then attached: ADD PRIMARY KEY would
+    lock the table against the other builds.
+    """
+    statements = [f"create unique index {primary_key} on {table.name} (id)"] + [
+        str(CreateIndex(index).compile(dialect=engine.dialect)) for index in table.indexes
+    ]
+
+    def build(statement: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(text("set local maintenance_work_mem = '512MB'"))
+            conn.execute(text("set local synchronous_commit = off"))
+            conn.execute(text(statement))
+
+    with ThreadPoolExecutor(max_workers=len(statements)) as pool:
+        list(pool.map(build, statements))
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                f"alter table {table.name} add constraint {primary_key} "
+                f"primary key using index {primary_key}"
+            )
+        )
 
 
 def _audit(ts: datetime) -> dict[str, object]:
@@ -541,15 +578,16 @@ def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> in
     )
     conn.execute(text("analyze demo_parents"))
     conn.execute(text("analyze demo_children"))
-    # bulk load without indexes, then build them sorted: maintaining the primary key and two
-    # indexes row by row, and drawing each id from the sequence, cost more than the rows
+    # bulk load without indexes (built afterwards, see _index_in_parallel): maintaining the
+    # primary key and two indexes row by row, and drawing each id from the sequence, cost
+    # more than the rows
     conn.execute(text("alter table me_file_tags drop constraint me_file_tags_pkey"))
     for index in MeFileTag.__table__.indexes:
         index.drop(conn)
     seed = spec.seed
     # ids are (me_file, parent, pick) packed into one number: unique without a sequence
     tag_id = "x.mid * 256 + x.ord * 4"
-    conn.execute(
+    singles = conn.execute(
         text(
             f"""
             insert into me_file_tags (id, me_file_id, trait_id, tag_value, added_date,
@@ -573,7 +611,7 @@ def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> in
         ),
         {"n": spec.me_files, "base": BASE_TIME},
     )
-    conn.execute(
+    multis = conn.execute(
         text(
             f"""
             insert into me_file_tags (id, me_file_id, trait_id, tag_value, added_date,
@@ -594,16 +632,11 @@ def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> in
         ),
         {"n": spec.me_files, "base": BASE_TIME},
     )
-    conn.execute(text("set local maintenance_work_mem = '1GB'"))
-    conn.execute(text("alter table me_file_tags add primary key (id)"))
-    for index in MeFileTag.__table__.indexes:
-        index.create(conn)
     conn.execute(
-        text(
-            "select setval(pg_get_serial_sequence('me_file_tags', 'id'), max(id)) from me_file_tags"
-        )
+        text("select setval(pg_get_serial_sequence('me_file_tags', 'id'), :v)"),
+        {"v": (spec.me_files + 1) * 256},
     )
-    return conn.execute(text("select count(*) from me_file_tags")).scalar_one()
+    return singles.rowcount + multis.rowcount
 
 
 TARGET_NAMES = [
@@ -722,67 +755,73 @@ def _insert_targets(
     return targets
 
 
-def _fill_snapshots(conn: Connection, spec: DemoSpec, target_id: int) -> None:
-    """Good envelopes for most rows, a few of every broken shape, the rest NULL (per mille)."""
-    band_ids = (
-        conn.execute(text("select id from target_bands where target_id = :t"), {"t": target_id})
-        .scalars()
-        .all()
-    )
-    bucket = f"({_h(spec.seed, 9, 'tp.id')} % 1000)"
+def _populate(conn: Connection, spec: DemoSpec, target_id: int) -> int:
+    """The target's populations by the DOMAIN.md rules, inserted with their snapshots.
+
+    Per mille of each band: good envelopes for most rows, a few of every broken shape, the
+    rest NULL. Each row is written once, snapshot included (a NULL insert and an update
+    per row cost twice as much). Returns how many rows the target got.
+    """
+    band_ids = outermost_first(conn, target_id)
+    compute_membership(conn, band_ids)
+    conn.execute(text("create index on qsnap_membership (band_id)"))
+    bucket = f"({_h(spec.seed, 9, 'm.me_file_id * 64 + m.band_id')} % 1000)"
+    total = 0
     for band_id in band_ids:
-        # the band's traits analysed on their own, as the engine does, for true row estimates
+        # the band's traits and rows analysed on their own, and small bands read by lookup,
+        # as the engine does (the planner otherwise scans every tag for each band)
         conn.execute(
             text(f"create temp table demo_band_traits on commit drop as {BAND_TRAITS_SQL}"),
             {"band": band_id},
         )
-        conn.execute(text("analyze demo_band_traits"))
-        rows_sql = (
-            "select tp.id, tp.me_file_id from target_populations tp "
-            f"where tp.target_band_id = :band and {bucket} < 640"
-        )
-        conn.execute(
+        rows = conn.execute(
             text(
-                f"update target_populations tp set matching_tags_snapshot = s.snap "
-                f"from ({snapshot_select_sql(rows_sql, 'demo_band_traits')}) s where tp.id = s.id"
+                "create temp table demo_band_rows on commit drop as "
+                "select m.me_file_id as id, m.me_file_id, "
+                f"{bucket} as bucket from qsnap_membership m where m.band_id = :band"
             ),
             {"band": band_id},
+        ).rowcount
+        conn.execute(text("analyze demo_band_traits, demo_band_rows"))
+        select = snapshot_select_sql(
+            "select id, me_file_id from demo_band_rows where bucket < 640",
+            "demo_band_traits",
+            lookup=rows < LOOKUP_SHARE * spec.me_files,
         )
-        conn.execute(text("drop table demo_band_traits"))
-    broken = {
-        "bare": (f"{bucket} between 600 and 619", "tp.matching_tags_snapshot -> 'tags'"),
-        "null_values": (
-            f"{bucket} between 620 and 629",
-            """jsonb_build_object('tags', (
-                select jsonb_agg(case when e.ord = 1 then jsonb_build_array(e.p -> 0, e.p -> 1,
-                    e.p -> 2, (select jsonb_agg(jsonb_build_array(c -> 0, null, c -> 2))
-                               from jsonb_array_elements(e.p -> 3) c)) else e.p end
-                       order by e.ord)
-                from jsonb_array_elements(tp.matching_tags_snapshot -> 'tags')
-                     with ordinality as e(p, ord)))""",
-        ),
-        "legacy": (
-            f"{bucket} between 630 and 634",
-            """jsonb_build_object('snapshot_at', '2024-06-01T12:00:00Z', 'tags', coalesce((
-                select jsonb_agg(jsonb_build_object('trait_id', c -> 0, 'trait_name', c -> 1,
-                                                    'parent_trait_id', p -> 0))
-                from jsonb_array_elements(tp.matching_tags_snapshot -> 'tags') p,
-                     jsonb_array_elements(p -> 3) c), '[]'::jsonb))""",
-        ),
-        "empty": (f"{bucket} between 635 and 638", "'{}'::jsonb"),
-        "invalid": (
-            f"{bucket} = 639",
-            """(array['"snapshot pending"', '{"tags": "none"}', '[[1, "x"]]',
-                      '{"tags": [[4, "Home Zip Code", 1, [[36566, 2140]]]]}'])
-               [1 + tp.id % 4]::jsonb""",
-        ),
-    }
-    for predicate, value in broken.values():
         conn.execute(
             text(
-                f"update target_populations tp set matching_tags_snapshot = {value} "
-                f"from target_bands b where b.id = tp.target_band_id and b.target_id = :t "
-                f"and tp.matching_tags_snapshot is not null and {predicate}"
+                "insert into target_populations (target_band_id, me_file_id, "
+                "matching_tags_snapshot, created_at, updated_at) "
+                f"select :band, r.id, {SHAPED}, :at, :at "
+                f"from demo_band_rows r left join ({select}) s on s.id = r.id"
             ),
-            {"t": target_id},
+            {"band": band_id, "at": BASE_TIME + timedelta(days=target_id)},
         )
+        conn.execute(text("drop table demo_band_traits, demo_band_rows"))
+        total += rows
+    conn.execute(
+        text("drop table if exists qsnap_membership, qsnap_member_traits, qsnap_member_masks")
+    )
+    return total
+
+
+# the snapshot a demo row gets from its bucket (r.bucket, per mille) and good envelope (s.snap)
+SHAPED = """case
+    when r.bucket >= 640 then null
+    when r.bucket < 600 then s.snap
+    when r.bucket < 620 then s.snap -> 'tags'
+    when r.bucket < 630 then jsonb_build_object('tags', (
+        select jsonb_agg(case when e.ord = 1 then jsonb_build_array(e.p -> 0, e.p -> 1, e.p -> 2,
+                    (select jsonb_agg(jsonb_build_array(c -> 0, null, c -> 2))
+                     from jsonb_array_elements(e.p -> 3) c)) else e.p end order by e.ord)
+        from jsonb_array_elements(s.snap -> 'tags') with ordinality as e(p, ord)))
+    when r.bucket < 635 then jsonb_build_object('snapshot_at', '2024-06-01T12:00:00Z',
+        'tags', coalesce((
+            select jsonb_agg(jsonb_build_object('trait_id', c -> 0, 'trait_name', c -> 1,
+                                                'parent_trait_id', p -> 0))
+            from jsonb_array_elements(s.snap -> 'tags') p, jsonb_array_elements(p -> 3) c),
+            '[]'::jsonb))
+    when r.bucket < 639 then '{}'::jsonb
+    else (array['"snapshot pending"', '{"tags": "none"}', '[[1, "x"]]',
+                '{"tags": [[4, "Home Zip Code", 1, [[36566, 2140]]]]}'])[1 + r.id % 4]::jsonb
+end"""

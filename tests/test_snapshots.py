@@ -494,8 +494,14 @@ def test_relay_failing_writer_stops_the_band_and_leaves_only_correct_rows(db_url
             )
         )
         worker.start()
+        ended: set[int] = set()
         for _ in range(3):
-            _terminate(db, _wait_until(lambda: job_waiting_on_lock(db.engine, band)))
+            # a new writer of the next attempt, not the one just terminated still listed
+            pid = _wait_until(
+                lambda: (p := job_waiting_on_lock(db.engine, band)) not in ended and p
+            )
+            _terminate(db, pid)
+            ended.add(pid)
         worker.join(300)
         blocker.rollback()
     result = results[0]
