@@ -197,3 +197,21 @@ def test_snapshot_target_fills_then_writes_nothing(fresh_db, capsys):
         )
     code, out, _ = run(capsys, "--dsn", url, "snapshot", "--target", "2")
     assert code == 0 and "total: 0 rows written" in out
+
+
+def test_embedded_tuning_compares_sizes_in_bytes_so_the_server_restarts_only_once(pg_admin_url):
+    """PostgreSQL shows 8192MB as "8GB": compared as text, every start would restart it."""
+    import psycopg
+
+    from qsnap_gui.embedded import _buffers_mb, _differs
+
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        kb = conn.execute(
+            "select pg_size_bytes(current_setting('shared_buffers')) / 1024"
+        ).fetchone()[0]
+        assert not _differs(conn, "shared_buffers", f"{kb}kB")
+        assert _differs(conn, "shared_buffers", f"{kb + 1024}kB")
+        level = conn.execute("show wal_level").fetchone()[0]
+        assert not _differs(conn, "wal_level", level)
+        assert _differs(conn, "wal_level", "logical" if level != "logical" else "replica")
+    assert 512 <= _buffers_mb() <= 8192
