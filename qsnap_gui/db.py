@@ -16,6 +16,8 @@ from .models import REQUIRED_COLUMNS
 log = logging.getLogger(__name__)
 
 DEMO_MARKER = "qsnap demo database"
+# on target_populations once the demo generator has finished, so an interrupted one is redone
+DEMO_COMPLETE = "qsnap demo data complete"
 
 
 def server_reason(exc: BaseException) -> str:
@@ -149,6 +151,13 @@ def is_qsnap_demo(conn) -> bool:
         text("select obj_description(to_regclass('targets'), 'pg_class')")
     ).scalar()
     return marker == DEMO_MARKER
+
+
+def is_complete_demo(conn) -> bool:
+    marker = conn.execute(
+        text("select obj_description(to_regclass('target_populations'), 'pg_class')")
+    ).scalar()
+    return is_qsnap_demo(conn) and marker == DEMO_COMPLETE
 
 
 _WRITE_CHECKS = {

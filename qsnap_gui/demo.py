@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, Table, insert, text
 from sqlalchemy.schema import CreateIndex
 
+from .db import DEMO_COMPLETE, is_complete_demo, is_qsnap_demo
 from .models import (
     MeFileTag,
     Target,
@@ -29,7 +30,7 @@ from .models import (
     TraitGroupTrait,
 )
 from .population import compute_membership, outermost_first
-from .schema import create_demo_schema
+from .schema import create_demo_schema, has_qlarius_tables
 from .snapshots import BAND_TRAITS_SQL, LOOKUP_SHARE, STAGING_WORK_MEM, snapshot_select_sql
 
 log = logging.getLogger(__name__)
@@ -348,6 +349,21 @@ def _h(seed: int, salt: int, expr: str = "m.id") -> str:
     return f"(hashint8extended({expr}, {seed * 7919 + salt}) & 2147483647)"
 
 
+def seed_demo(engine: Engine, spec: DemoSpec | None = None) -> bool:
+    """Fill an empty database, or redo an interrupted demo (the generator commits in steps).
+
+    False when there was nothing to do: a finished demo, or tables qsnap did not create.
+    """
+    with engine.connect() as conn:
+        found = has_qlarius_tables(conn)
+        if found and (is_complete_demo(conn) or not is_qsnap_demo(conn)):
+            return False
+    if found:
+        log.info("the demo data were not finished last time; making them again")
+    generate_demo(engine, spec or DemoSpec(), reset=found)
+    return True
+
+
 def generate_demo(
     engine: Engine, spec: DemoSpec, *, reset: bool = False, progress: ProgressFn | None = None
 ) -> DemoStats:
@@ -392,6 +408,7 @@ def generate_demo(
         conn.execute(text("set local maintenance_work_mem = '512MB'"))
         for index in TargetPopulation.__table__.indexes:
             index.create(conn)
+        conn.execute(text(f"comment on table target_populations is '{DEMO_COMPLETE}'"))
     conn_targets = [t for t, _status in targets]
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")

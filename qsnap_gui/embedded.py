@@ -113,18 +113,14 @@ def create_database(name: str) -> str:
 def ensure_demo_database() -> str:
     """The URL of the demo database, creating schema and demo data on first start."""
     from .db import make_engine
-    from .demo import DemoSpec, generate_demo
+    from .demo import seed_demo
     from .dsn import normalize_url
-    from .schema import has_qlarius_tables
 
     url = create_database(DEMO_DATABASE)
     engine = make_engine(normalize_url(url), pool_size=2)
     try:
-        with engine.connect() as conn:
-            seeded = has_qlarius_tables(conn)
-        if not seeded:
-            log.info("seeding the embedded demo database")
-            generate_demo(engine, DemoSpec())
+        if seed_demo(engine):
+            log.info("seeded the embedded demo database")
     finally:
         engine.dispose()
     return url

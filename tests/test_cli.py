@@ -215,3 +215,31 @@ def test_embedded_tuning_compares_sizes_in_bytes_so_the_server_restarts_only_onc
         assert not _differs(conn, "wal_level", level)
         assert _differs(conn, "wal_level", "logical" if level != "logical" else "replica")
     assert 512 <= _buffers_mb() <= 8192
+
+
+def test_an_interrupted_demo_is_made_again_and_a_finished_one_left_alone(create_db):
+    from qsnap_gui.db import make_engine
+    from qsnap_gui.demo import DemoSpec, generate_demo, seed_demo
+    from qsnap_gui.dsn import normalize_url
+
+    engine = make_engine(normalize_url(create_db("interrupted")), pool_size=2)
+    spec = DemoSpec(me_files=300, seed=3, zips=50)
+    generate_demo(engine, spec)
+
+    def populations() -> int:
+        with engine.connect() as conn:
+            return conn.execute(text("select count(*) from target_populations")).scalar_one()
+
+    complete = populations()
+    assert complete > 0 and not seed_demo(engine, spec)
+    with engine.begin() as conn:
+        # as if the generator stopped after the tags, before the populations were committed
+        conn.execute(text("delete from target_populations"))
+        conn.execute(text("comment on table target_populations is null"))
+    assert seed_demo(engine, spec) and populations() == complete
+    assert not seed_demo(engine, spec)
+    with engine.begin() as conn:
+        conn.execute(text("comment on table targets is null"))
+        conn.execute(text("comment on table target_populations is null"))
+    assert not seed_demo(engine, spec), "tables qsnap did not create are never touched"
+    engine.dispose()
