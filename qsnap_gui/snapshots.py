@@ -213,20 +213,17 @@ def prepare_band(conn: Connection, band_id: int, mode: Mode) -> tuple[int, bool]
     # the band's traits and rows are analysed on their own so the planner knows their true
     # sizes, also right after Refresh Population inserted rows the statistics do not know yet
     conn.execute(text(f"create temp table {TRAITS_TABLE} as {BAND_TRAITS_SQL}"), {"band": band_id})
-    conn.execute(
+    total = conn.execute(
         text(
             f"create temp table {ROWS_TABLE} as select tp.id, tp.me_file_id "
             f"from target_populations tp where tp.target_band_id = :band and {mode_predicate(mode)}"
         ),
         {"band": band_id},
-    )
+    ).rowcount
     conn.execute(text(f"analyze {TRAITS_TABLE}, {ROWS_TABLE}"))
-    total, me_files = conn.execute(
-        text(
-            f"select (select count(*) from {ROWS_TABLE}), "
-            "(select reltuples from pg_class where oid = to_regclass('me_files'))"
-        )
-    ).one()
+    me_files = conn.execute(
+        text("select reltuples from pg_class where oid = to_regclass('me_files')")
+    ).scalar()
     return total, total < LOOKUP_SHARE * (me_files or 0)
 
 
@@ -474,16 +471,20 @@ def _write_batches(
     write = text(WRITE_SQL.format(guard=mode_predicate(mode)))
     conn: Connection | None = None
     try:
+        try:
+            # connected while the first batches are still being computed
+            conn = engine.connect()
+            _job_session(conn, band_id)
+            conn.commit()
+        except DBAPIError as exc:
+            failures.append(_StepFailed(exc, "connecting a writer"))
+            stop.set()
         while (item := work.get()) is not None:
-            if stop.is_set() or cancel.is_set():
+            if stop.is_set() or cancel.is_set() or conn is None:
                 continue
             ids, snaps = item
             rows = ids.count(",") + 1
             try:
-                if conn is None:
-                    conn = engine.connect()
-                    _job_session(conn, band_id)
-                    conn.commit()
                 written = conn.execute(
                     write, {"ids": ids, "snaps": snaps, "band": band_id}
                 ).rowcount
