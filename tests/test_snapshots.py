@@ -18,6 +18,7 @@ from sqlalchemy import text
 from qsnap_gui import locks, snapshots
 from qsnap_gui.db import open_database
 from qsnap_gui.snapshots import (
+    BandResult,
     CancelFlag,
     JobState,
     Mode,
@@ -223,6 +224,32 @@ def emptied_biggest_band(db) -> int:
     return band
 
 
+def written_versions(db, band: int) -> dict[int, str]:
+    """id -> row version (xmin) of every row of the band that holds a snapshot."""
+    with db.engine.connect() as conn:
+        return dict(
+            conn.execute(
+                text(
+                    "select id, xmin::text from target_populations where target_band_id = :b "
+                    "and matching_tags_snapshot is not null"
+                ),
+                {"b": band},
+            ).all()
+        )
+
+
+def assert_none_rewritten_and_band_correct(db, band: int, done: dict[int, str]) -> None:
+    with db.engine.connect() as conn:
+        again = dict(
+            conn.execute(
+                text("select id, xmin::text from target_populations where id = any(:ids)"),
+                {"ids": list(done)},
+            ).all()
+        )
+        assert again == done, "rows committed before the kill were written again"
+        assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
+
+
 def qsnap(*args: str) -> list[str]:
     return [sys.executable, "-m", "qsnap_gui.cli", *args]
 
@@ -243,30 +270,13 @@ def test_sigkill_mid_band_then_rerun_finishes_without_rewriting(db_url):
             break
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    with db.engine.connect() as conn:
-        done = dict(
-            conn.execute(
-                text(
-                    "select id, xmin::text from target_populations where target_band_id = :b "
-                    "and matching_tags_snapshot is not null"
-                ),
-                {"b": band},
-            ).all()
-        )
+    done = written_versions(db, band)
     assert 50 <= len(done) < count_null(db, band) + len(done)
     rerun = subprocess.run(
         qsnap("--dsn", db_url, "snapshot", "--band", str(band)), capture_output=True, text=True
     )
     assert rerun.returncode == 0, rerun.stderr
-    with db.engine.connect() as conn:
-        again = dict(
-            conn.execute(
-                text("select id, xmin::text from target_populations where id = any(:ids)"),
-                {"ids": list(done)},
-            ).all()
-        )
-        assert again == done, "rows committed before the kill were written again"
-        assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
+    assert_none_rewritten_and_band_correct(db, band, done)
     db.dispose()
 
 
@@ -358,23 +368,35 @@ def test_terminated_connection_is_retried_and_band_ends_correct(db_url):
     db.dispose()
 
 
-def test_terminated_on_every_attempt_fails_with_cause_and_keeps_committed_batches(db_url):
-    db = open_database(db_url)
-    band = emptied_biggest_band(db)
+def terminate_every_attempt(db, band: int, **options) -> tuple[BandResult, int]:
+    """Run a band job (batches of 50) against a locked row, terminating each attempt's
+    session while it waits; returns the result and the locked row's id."""
     results = []
     with db.engine.connect() as blocker:
         blocked_id = block_band_row(blocker, band, 120)
         worker = threading.Thread(
             target=lambda: results.append(
-                snapshot_band(db.engine, band, batch_size=50, backoff=0.05)
+                snapshot_band(db.engine, band, batch_size=50, backoff=0.05, **options)
             )
         )
         worker.start()
+        ended: set[int] = set()
         for _ in range(3):
-            _terminate(db, _wait_until(lambda: job_waiting_on_lock(db.engine, band)))
+            # the next attempt's session, not the one just terminated and still listed
+            pid = _wait_until(
+                lambda: (p := job_waiting_on_lock(db.engine, band)) not in ended and p
+            )
+            _terminate(db, pid)
+            ended.add(pid)
         worker.join(300)
         blocker.rollback()
-    result = results[0]
+    return results[0], blocked_id
+
+
+def test_terminated_on_every_attempt_fails_with_cause_and_keeps_committed_batches(db_url):
+    db = open_database(db_url)
+    band = emptied_biggest_band(db)
+    result, blocked_id = terminate_every_attempt(db, band)
     assert result.state is JobState.FAILED and result.attempts == 3
     assert f"band {band}" in result.error and "connection" in result.error
     with db.engine.connect() as conn:
@@ -392,16 +414,15 @@ def test_terminated_on_every_attempt_fails_with_cause_and_keeps_committed_batche
     db.dispose()
 
 
-def test_cancel_between_batches_keeps_committed_rows(db_url):
-    db = open_database(db_url)
-    band = emptied_biggest_band(db)
+def cancel_while_blocked(db, band: int, **options) -> BandResult:
+    """Cancel a band job (batches of 50) while it waits on a row lock, then let it go on."""
     cancel = CancelFlag()
     results = []
     with db.engine.connect() as blocker:
         block_band_row(blocker, band, 120)
         worker = threading.Thread(
             target=lambda: results.append(
-                snapshot_band(db.engine, band, batch_size=50, cancel=cancel)
+                snapshot_band(db.engine, band, batch_size=50, cancel=cancel, **options)
             )
         )
         worker.start()
@@ -409,6 +430,13 @@ def test_cancel_between_batches_keeps_committed_rows(db_url):
         cancel.cancel()
         blocker.rollback()
     worker.join(300)
+    return results[0]
+
+
+def test_cancel_between_batches_keeps_committed_rows(db_url):
+    db = open_database(db_url)
+    band = emptied_biggest_band(db)
+    results = [cancel_while_blocked(db, band)]
     assert results[0].state is JobState.CANCELLED
     assert results[0].rows_written == 150
     assert snapshot_band(db.engine, band).state is JobState.SUCCEEDED
@@ -485,26 +513,7 @@ def test_large_band_is_written_by_two_connections_in_whole_batches(fresh_db):
 def test_relay_failing_writer_stops_the_band_and_leaves_only_correct_rows(db_url):
     db = open_database(db_url)
     band = emptied_biggest_band(db)
-    results = []
-    with db.engine.connect() as blocker:
-        blocked_id = block_band_row(blocker, band, 120)
-        worker = threading.Thread(
-            target=lambda: results.append(
-                snapshot_band(db.engine, band, batch_size=50, backoff=0.05, split_rows=1)
-            )
-        )
-        worker.start()
-        ended: set[int] = set()
-        for _ in range(3):
-            # a new writer of the next attempt, not the one just terminated still listed
-            pid = _wait_until(
-                lambda: (p := job_waiting_on_lock(db.engine, band)) not in ended and p
-            )
-            _terminate(db, pid)
-            ended.add(pid)
-        worker.join(300)
-        blocker.rollback()
-    result = results[0]
+    result, blocked_id = terminate_every_attempt(db, band, split_rows=1)
     assert result.state is JobState.FAILED and result.attempts == 3
     assert f"band {band}: lost the database connection" in result.error
     with db.engine.connect() as conn:
@@ -521,20 +530,7 @@ def test_relay_failing_writer_stops_the_band_and_leaves_only_correct_rows(db_url
 def test_relay_cancel_keeps_what_was_written_and_a_rerun_completes(db_url):
     db = open_database(db_url)
     band = emptied_biggest_band(db)
-    cancel = CancelFlag()
-    results = []
-    with db.engine.connect() as blocker:
-        block_band_row(blocker, band, 120)
-        worker = threading.Thread(
-            target=lambda: results.append(
-                snapshot_band(db.engine, band, batch_size=50, cancel=cancel, split_rows=1)
-            )
-        )
-        worker.start()
-        _wait_until(lambda: job_waiting_on_lock(db.engine, band))
-        cancel.cancel()
-        blocker.rollback()
-    worker.join(300)
+    results = [cancel_while_blocked(db, band, split_rows=1)]
     assert results[0].state is JobState.CANCELLED
     kept = count_null(db, band)
     with db.engine.connect() as conn:
@@ -570,25 +566,8 @@ def test_sigkill_mid_relay_then_rerun_rewrites_nothing(db_url):
             break
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    with db.engine.connect() as conn:
-        done = dict(
-            conn.execute(
-                text(
-                    "select id, xmin::text from target_populations where target_band_id = :b "
-                    "and matching_tags_snapshot is not null"
-                ),
-                {"b": band},
-            ).all()
-        )
+    done = written_versions(db, band)
     assert len(done) >= 80 and count_null(db, band) > 0
     assert snapshot_band(db.engine, band).state is JobState.SUCCEEDED
-    with db.engine.connect() as conn:
-        again = dict(
-            conn.execute(
-                text("select id, xmin::text from target_populations where id = any(:ids)"),
-                {"ids": list(done)},
-            ).all()
-        )
-        assert again == done, "rows committed before the kill were written again"
-        assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
+    assert_none_rewritten_and_band_correct(db, band, done)
     db.dispose()
