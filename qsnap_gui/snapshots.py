@@ -233,15 +233,6 @@ def band_select_sql(lookup: bool, *, as_text: bool = False) -> str:
     )
 
 
-def stage_band(conn: Connection, band_id: int, mode: Mode) -> int:
-    """Compute the band's snapshots into a temporary table; return how many rows it holds."""
-    total, lookup = prepare_band(conn, band_id, mode)
-    conn.execute(text(f"create temp table {STAGE_TABLE} as {band_select_sql(lookup)}"))
-    conn.execute(text(f"alter table {STAGE_TABLE} add primary key (id)"))
-    conn.commit()
-    return total
-
-
 ProgressFn = Callable[[Progress], None]
 LogFn = Callable[[str], None]
 
