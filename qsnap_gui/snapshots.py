@@ -1,9 +1,11 @@
 """The band snapshot engine: snapshots built in SQL, written in keyset batches.
 
-The whole band's snapshots are computed once into a temporary table (one set-based
-statement: per-me_file index lookups for every batch were slower at scale), then applied to
-target_populations in id order, one transaction per batch, so a crash loses at most the batch
-in flight and a re-run continues where it stopped.
+The whole band's snapshots are computed once (one set-based statement: per-me_file index
+lookups for every batch were slower at scale), then applied to target_populations in keyset
+slices of ids, one transaction per batch, so a crash loses at most the batches in flight and a
+re-run continues where it stopped. A small band is staged in a temporary table and written by
+the job's own session; a large one is streamed from that session, batch by batch, to writer
+connections that write at once (see ``_relay``).
 
 Job sessions commit with synchronous_commit off: a server crash may then also forget the last
 few committed batches, which only leaves those rows NULL for the next run to fill, and each
