@@ -13,7 +13,7 @@ import threading
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from qsnap_gui import locks, snapshots
 from qsnap_gui.db import open_database
@@ -497,8 +497,12 @@ def test_large_band_is_written_by_two_connections_in_whole_batches(fresh_db):
         if p.state is JobState.RUNNING and p.batch:
             seen.append((threading.current_thread().name, p.batch, p.batches, p.rows_done))
 
+    invalidated: list[BaseException | None] = []
+    event.listen(db.engine.pool, "invalidate", lambda _c, _r, exc: invalidated.append(exc))
     result = snapshot_band(db.engine, band, batch_size=25, split_rows=1, progress=progress)
     assert result.state is JobState.SUCCEEDED and result.rows_written == total
+    # every connection went back to the pool clean (the coordinator once kept streaming on)
+    assert invalidated == []
     assert result.batches == -(-total // 25) == len(seen)
     assert {name for name, *_ in seen} == {
         f"qsnap band {band} writer 1",
