@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import time
 import warnings
 from pathlib import Path
 
 import platformdirs
 
+from .errors import ConnectionProblem
+
 log = logging.getLogger(__name__)
 
 DEMO_DATABASE = "qsnap_demo"
+# how long a start may take: after an unclean shutdown PostgreSQL first replays its WAL
+# (12 s for the 1.4 GB a killed 1,000,000-row job had left), and pgserver waits only 10 s
+STARTUP_SECONDS = 600
 
 
 def data_dir() -> Path:
@@ -64,8 +71,9 @@ def start_server(pgdata: Path):
         import psycopg
         from pgserver._commands import pg_ctl
 
-        logging.getLogger("pgserver").setLevel(logging.WARNING)
-        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        # pgserver logs a failed start with the whole server log; we raise a short message
+        logging.getLogger("pgserver").setLevel(logging.CRITICAL)
+        server = _get_server(pgserver, pgdata)
         with psycopg.connect(server.get_uri("postgres"), autocommit=True) as conn:
             changed = [name for name, value in TUNING.items() if _differs(conn, name, value)]
             for name in changed:
@@ -77,6 +85,58 @@ def start_server(pgdata: Path):
             server._postmaster_info = None
             server.ensure_postgres_running()
     return server
+
+
+def _get_server(pgserver, pgdata: Path):
+    """pgserver's handle on the server, waiting out a start longer than pgserver's 10 s."""
+    try:
+        return pgserver.get_server(pgdata, cleanup_mode=None)
+    except subprocess.TimeoutExpired:
+        # pg_ctl gave up waiting but the server goes on starting
+        _forget(pgserver, pgdata)
+        log.warning("the embedded server is still starting (recovering after an unclean stop?)")
+        _wait_until_ready(pgdata)
+        return pgserver.get_server(pgdata, cleanup_mode=None)
+    except subprocess.CalledProcessError:
+        _forget(pgserver, pgdata)
+        raise ConnectionProblem(_failed_start(pgdata, "did not start")) from None
+
+
+def _forget(pgserver, pgdata: Path) -> None:
+    """Drop the handle pgserver keeps after a failed start: asked again, it would return it."""
+    pgserver.PostgresServer._instances.pop(pgdata.expanduser().resolve(), None)
+
+
+def _wait_until_ready(pgdata: Path, timeout: float = STARTUP_SECONDS) -> None:
+    from pgserver.utils import PostmasterInfo
+
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            info = PostmasterInfo.read_from_pgdata(pgdata)
+        except (AssertionError, ValueError, OSError):  # postmaster.pid is being written
+            info = None
+        if info is not None and info.is_running() and info.status == "ready":
+            return
+        # a postmaster that fails removes its pid file; one just launched has yet to write it
+        if (info is None and time.monotonic() - started > 10) or (
+            info is not None and not info.is_running()
+        ):
+            raise ConnectionProblem(_failed_start(pgdata, "stopped while starting"))
+        time.sleep(0.25)
+    raise ConnectionProblem(_failed_start(pgdata, f"was not ready after {timeout:.0f} s"))
+
+
+def _failed_start(pgdata: Path, what: str) -> str:
+    log_file = pgdata / "log"
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        lines = []
+    tail = "\n".join(f"  {line}" for line in lines[-5:])
+    return f"the embedded PostgreSQL server {what}; its log is {log_file}" + (
+        f", ending:\n{tail}" if tail else ""
+    )
 
 
 def _differs(conn, name: str, value: str) -> bool:

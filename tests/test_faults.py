@@ -575,3 +575,69 @@ def test_server_stopped_mid_job_fails_cleanly_and_retry_completes(own_server, ca
     with db.engine.connect() as conn:
         assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
     db.dispose()
+
+
+# --- 6. the embedded server is slow to start, or cannot start ------------------------------------
+
+
+def _pgserver_start_that_gives_up(monkeypatch) -> None:
+    """pg_ctl starts the server but, as after a long crash recovery, stops waiting for it."""
+    import pgserver.postgres_server as pgserver_module
+
+    real = pgserver_module.pg_ctl
+
+    def gives_up(args, **kwargs):
+        if args[-1] != "start":
+            return real(args, **kwargs)
+        real(["-W" if a == "-w" else a for a in args], **kwargs)
+        wait_until(lambda: (kwargs["pgdata"] / "postmaster.pid").exists(), what="postmaster")
+        raise subprocess.TimeoutExpired(args, 10)
+
+    monkeypatch.setattr(pgserver_module, "pg_ctl", gives_up)
+
+
+def _stop_pgdata(pgdata) -> None:
+    from pgserver import PostgresServer
+    from pgserver._commands import pg_ctl
+
+    server = PostgresServer._instances.get(pgdata.resolve())
+    if server is not None:
+        server._cleanup()  # cleanup_mode None: only forgets this process's handle
+    if (pgdata / "postmaster.pid").exists():
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user="pgserver", timeout=60)
+
+
+def test_embedded_server_slower_to_start_than_pgserver_waits_is_waited_for(tmp_path, monkeypatch):
+    import pgserver
+
+    from qsnap_gui import embedded
+
+    pgdata = tmp_path / "pgdata"
+    _pgserver_start_that_gives_up(monkeypatch)
+    try:
+        server = embedded._get_server(pgserver, pgdata)
+        assert server.get_postmaster_info().status == "ready"
+        with psycopg.connect(server.get_uri("postgres")) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        _stop_pgdata(pgdata)
+
+
+def test_embedded_server_that_cannot_start_is_one_clear_error(tmp_path):
+    import pgserver
+
+    from qsnap_gui import embedded
+    from qsnap_gui.errors import ConnectionProblem
+
+    pgdata = tmp_path / "pgdata"
+    try:
+        embedded._get_server(pgserver, pgdata)
+    finally:
+        _stop_pgdata(pgdata)
+    with open(pgdata / "postgresql.auto.conf", "a") as conf:
+        conf.write("shared_buffers = 'plenty'\n")
+    with pytest.raises(ConnectionProblem) as failure:
+        embedded._get_server(pgserver, pgdata)
+    message = str(failure.value)
+    assert message.startswith(f"the embedded PostgreSQL server did not start; its log is {pgdata}")
+    assert 'invalid value for parameter "shared_buffers": "plenty"' in message
