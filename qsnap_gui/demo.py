@@ -31,7 +31,13 @@ from .models import (
 )
 from .population import compute_membership, outermost_first
 from .schema import create_demo_schema, has_qlarius_tables
-from .snapshots import BAND_TRAITS_SQL, LOOKUP_SHARE, STAGING_WORK_MEM, snapshot_select_sql
+from .snapshots import (
+    BAND_TRAITS_SQL,
+    LOOKUP_SHARE,
+    STAGING_WORK_MEM,
+    snapshot_select_sql,
+    tune_band_compute,
+)
 
 log = logging.getLogger(__name__)
 
@@ -800,10 +806,12 @@ def _populate(conn: Connection, spec: DemoSpec, target_id: int) -> int:
             {"band": band_id},
         ).rowcount
         conn.execute(text("analyze demo_band_traits, demo_band_rows"))
+        lookup = rows < LOOKUP_SHARE * spec.me_files
+        tune_band_compute(conn, lookup)
         select = snapshot_select_sql(
             "select id, me_file_id from demo_band_rows where bucket < 640",
             "demo_band_traits",
-            lookup=rows < LOOKUP_SHARE * spec.me_files,
+            lookup=lookup,
         )
         conn.execute(
             text(
@@ -814,6 +822,8 @@ def _populate(conn: Connection, spec: DemoSpec, target_id: int) -> int:
             ),
             {"band": band_id, "at": BASE_TIME + timedelta(days=target_id)},
         )
+        # the next target's membership reads through the trait_id index again
+        conn.execute(text("reset enable_indexscan"))
         conn.execute(text("drop table demo_band_traits, demo_band_rows"))
         total += rows
     conn.execute(
