@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 DEMO_DATABASE = "qsnap_demo"
 # how long a start may take: after an unclean shutdown PostgreSQL first replays its WAL
-# (12 s for the 1.4 GB a killed 1,000,000-row job had left), and pgserver waits only 10 s
+# (12 s here for the 1.4 GB of WAL an unclean stop had left), and pgserver waits only 10 s
 STARTUP_SECONDS = 600
 
 
