@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from qsnap_gui.db import Database, open_database
-from qsnap_gui.demo import DemoSpec, generate_demo
+from qsnap_gui.store.db import Database, open_database
+from qsnap_gui.tools.demo import DemoSpec, generate_demo
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 

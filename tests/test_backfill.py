@@ -3,7 +3,7 @@ report, and ``qsnap backfill`` with its exit codes.
 
 The shape classifier below is written for these tests with jsonb_typeof, ``?`` and
 jsonb_array_elements (the codec uses jsonpath); stale rows are found with the Python reference
-builder of tests/worlds.py. Neither shares SQL with qsnap_gui.backfill.
+builder of tests/worlds.py. Neither shares SQL with qsnap_gui.engine.backfill.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from qsnap_gui import backfill as bf
-from qsnap_gui.backfill import Category
 from qsnap_gui.cli import main
-from qsnap_gui.errors import UsageError
-from qsnap_gui.snapshots import CancelFlag, JobState, Mode
-
-from .worlds import reference_snapshots
+from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.engine import backfill as bf
+from qsnap_gui.engine.backfill import Category
+from qsnap_gui.engine.snapshots import CancelFlag, JobState, Mode
+from tests.worlds import reference_snapshots
 
 INT = "'^-?[0-9]+$'"
 

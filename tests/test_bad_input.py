@@ -17,16 +17,16 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from qsnap_gui import backfill as bf
 from qsnap_gui.cli import main
-from qsnap_gui.db import open_database
-from qsnap_gui.errors import UsageError
-from qsnap_gui.inspection import band_population_page, inspect_me_file, search_me_files
-from qsnap_gui.models import REQUIRED_COLUMNS
-from qsnap_gui.queries import get_target, list_bands, list_targets, parse_id
-from qsnap_gui.schema import create_demo_schema
-
-from .worlds import reference_snapshots, stored_snapshots, table_digests
+from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.engine import backfill as bf
+from qsnap_gui.engine.inspection import band_population_page, inspect_me_file, search_me_files
+from qsnap_gui.engine.targets import get_target, list_targets
+from qsnap_gui.store.db import open_database
+from qsnap_gui.store.queries import list_bands, parse_id
+from qsnap_gui.store.schema import create_demo_schema
+from qsnap_gui.store.tables import REQUIRED_COLUMNS
+from tests.worlds import reference_snapshots, stored_snapshots, table_digests
 
 PASSWORD = "Known-Pw-7e1"
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from qsnap_gui.bench import BENCH_TARGET, _autovacuum, baseline_band, floor_band, qsnap_bands
-
-from .worlds import reference_snapshots, stored_snapshots
+from qsnap_gui.tools.bench import BENCH_TARGET, _autovacuum, baseline_band, floor_band, qsnap_bands
+from tests.worlds import reference_snapshots, stored_snapshots
 
 
 def _bands(engine) -> list[int]:

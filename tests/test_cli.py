@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from qsnap_gui.cli import main
-from qsnap_gui.codec import SHAPES
+from qsnap_gui.domain.codec import SHAPES
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -106,7 +106,7 @@ def test_schema_problems_name_what_is_missing(empty_db_url, capsys):
     code, _, err = run(capsys, "--dsn", empty_db_url, "targets")
     assert code == 2 and "missing tables: me_file_tags, me_files, target_band_trait_groups" in err
     assert run(capsys, "--dsn", empty_db_url, "demo", "--me-files", "200")[0] == 0
-    from qsnap_gui.db import open_database
+    from qsnap_gui.store.db import open_database
 
     db = open_database(empty_db_url)
     with db.engine.begin() as conn:
@@ -120,7 +120,7 @@ def test_demo_refuses_foreign_tables_and_resets_its_own(empty_db_url, capsys):
     assert run(capsys, "--dsn", empty_db_url, "demo", "--me-files", "300", "--seed", "3")[0] == 0
     code, _, err = run(capsys, "--dsn", empty_db_url, "demo", "--me-files", "300")
     assert code == 2 and "already has Qlarius tables" in err
-    from qsnap_gui.db import open_database
+    from qsnap_gui.store.db import open_database
 
     db = open_database(empty_db_url)
     with db.engine.begin() as conn:
@@ -142,7 +142,7 @@ def test_demo_refuses_foreign_tables_and_resets_its_own(empty_db_url, capsys):
 
 
 def test_demo_is_deterministic_for_a_seed(create_db, capsys):
-    from qsnap_gui.db import open_database
+    from qsnap_gui.store.db import open_database
 
     digests = []
     for _ in range(2):
@@ -203,7 +203,7 @@ def test_embedded_tuning_compares_sizes_in_bytes_so_the_server_restarts_only_onc
     """PostgreSQL shows 8192MB as "8GB": compared as text, every start would restart it."""
     import psycopg
 
-    from qsnap_gui.embedded import _buffers_mb, _differs
+    from qsnap_gui.store.embedded import _buffers_mb, _differs
 
     with psycopg.connect(pg_admin_url, autocommit=True) as conn:
         kb = conn.execute(
@@ -218,9 +218,9 @@ def test_embedded_tuning_compares_sizes_in_bytes_so_the_server_restarts_only_onc
 
 
 def test_an_interrupted_demo_is_made_again_and_a_finished_one_left_alone(create_db):
-    from qsnap_gui.db import make_engine
-    from qsnap_gui.demo import DemoSpec, generate_demo, seed_demo
-    from qsnap_gui.dsn import normalize_url
+    from qsnap_gui.store.db import make_engine
+    from qsnap_gui.store.dsn import normalize_url
+    from qsnap_gui.tools.demo import DemoSpec, generate_demo, seed_demo
 
     engine = make_engine(normalize_url(create_db("interrupted")), pool_size=2)
     spec = DemoSpec(me_files=300, seed=3, zips=50)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qsnap_gui.codec import (
+from qsnap_gui.domain.codec import (
     BROKEN_SHAPES,
     SHAPES,
     BandParent,

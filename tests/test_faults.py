@@ -19,14 +19,13 @@ import pytest
 from sqlalchemy import text
 
 from qsnap_gui.cli import main
-from qsnap_gui.db import open_database
-from qsnap_gui.demo import DemoSpec, generate_demo
-from qsnap_gui.errors import TargetBusy
-from qsnap_gui.population import refresh_population
-from qsnap_gui.queries import list_targets
-from qsnap_gui.snapshots import JobState, Mode, snapshot_band
-
-from .worlds import (
+from qsnap_gui.domain.errors import TargetBusy
+from qsnap_gui.engine.population import refresh_population
+from qsnap_gui.engine.snapshots import JobState, Mode, snapshot_band
+from qsnap_gui.engine.targets import list_targets
+from qsnap_gui.store.db import open_database
+from qsnap_gui.tools.demo import DemoSpec, generate_demo
+from tests.worlds import (
     block_band_row,
     job_waiting_on_lock,
     reference_membership,
@@ -610,7 +609,7 @@ def _stop_pgdata(pgdata) -> None:
 def test_embedded_server_slower_to_start_than_pgserver_waits_is_waited_for(tmp_path, monkeypatch):
     import pgserver
 
-    from qsnap_gui import embedded
+    from qsnap_gui.store import embedded
 
     pgdata = tmp_path / "pgdata"
     _pgserver_start_that_gives_up(monkeypatch)
@@ -626,8 +625,8 @@ def test_embedded_server_slower_to_start_than_pgserver_waits_is_waited_for(tmp_p
 def test_embedded_server_that_cannot_start_is_one_clear_error(tmp_path):
     import pgserver
 
-    from qsnap_gui import embedded
-    from qsnap_gui.errors import ConnectionProblem
+    from qsnap_gui.domain.errors import ConnectionProblem
+    from qsnap_gui.store import embedded
 
     pgdata = tmp_path / "pgdata"
     try:

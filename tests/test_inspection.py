@@ -10,10 +10,9 @@ import pytest
 from sqlalchemy import event, text
 
 from qsnap_gui import cli
-from qsnap_gui.codec import Shape, decode, shape_sql, to_nested
-from qsnap_gui.db import open_database
-from qsnap_gui.errors import UsageError
-from qsnap_gui.inspection import (
+from qsnap_gui.domain.codec import Shape, decode, shape_sql, to_nested
+from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.engine.inspection import (
     band_population_page,
     escape_like,
     inspect_me_file,
@@ -23,8 +22,9 @@ from qsnap_gui.inspection import (
     resnapshot_row,
     search_me_files,
 )
-from qsnap_gui.queries import band_order
-from qsnap_gui.schema import create_demo_schema
+from qsnap_gui.store.db import open_database
+from qsnap_gui.store.queries import band_order
+from qsnap_gui.store.schema import create_demo_schema
 
 T0 = datetime(2025, 1, 2, 3, 4, 5)
 T1 = datetime(2025, 2, 3, 4, 5, 6)

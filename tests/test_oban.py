@@ -23,11 +23,11 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from qsnap_gui import oban
 from qsnap_gui.cli import main
-from qsnap_gui.errors import TargetBusy, UsageError
-from qsnap_gui.population import apply_membership, outermost_first
-from qsnap_gui.snapshots import JobState, snapshot_band
+from qsnap_gui.domain.errors import TargetBusy, UsageError
+from qsnap_gui.engine import oban
+from qsnap_gui.engine.population import apply_membership, outermost_first
+from qsnap_gui.engine.snapshots import JobState, snapshot_band
 
 # --- Oban's migrations, v01 .. v12 ------------------------------------------------------------
 
@@ -698,7 +698,7 @@ def test_enqueue_populate_marks_the_target_in_the_same_transaction(odb):
 
 
 def test_enqueue_populate_refuses_a_target_refreshed_here(odb):
-    from qsnap_gui.population import TargetLock
+    from qsnap_gui.engine.population import TargetLock
 
     with TargetLock(odb.engine, 2, "x"), pytest.raises(TargetBusy, match="being refreshed"):
         oban.enqueue_populate(odb.engine, 2)
@@ -768,7 +768,7 @@ def test_unknown_ids_and_read_only_sessions_are_refused(odb, capsys):
         capsys, "--dsn", url, "--read-only", "snapshot", "--band", str(band), "--engine", "oban"
     )
     assert code == 2 and "connect without --read-only" in err
-    from qsnap_gui.db import make_engine
+    from qsnap_gui.store.db import make_engine
 
     read_only = make_engine(odb.url, read_only=True)
     with read_only.connect() as conn, pytest.raises(oban.ObanUnavailable, match="may not write"):
@@ -1136,7 +1136,7 @@ def test_wait_gives_up_at_the_timeout_and_the_job_stays_queued(odb, capsys):
 
 
 def test_a_target_populating_on_the_workers_is_not_stuck(odb):
-    from qsnap_gui.queries import list_targets
+    from qsnap_gui.engine.targets import list_targets
 
     queued = oban.enqueue_populate(odb.engine, 1)
     with odb.engine.connect() as conn:

@@ -12,14 +12,24 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from qsnap_gui import population
-from qsnap_gui.db import open_database
-from qsnap_gui.errors import TargetBusy
-from qsnap_gui.population import RefreshFlow, apply_membership, depopulate, refresh_population
-from qsnap_gui.queries import list_targets
-from qsnap_gui.snapshots import JobState
-
-from .worlds import World, load_world, reference_membership, reference_snapshots, stored_snapshots
+from qsnap_gui.domain.errors import TargetBusy
+from qsnap_gui.engine import population
+from qsnap_gui.engine.population import (
+    RefreshFlow,
+    apply_membership,
+    depopulate,
+    refresh_population,
+)
+from qsnap_gui.engine.snapshots import JobState
+from qsnap_gui.engine.targets import list_targets
+from qsnap_gui.store.db import open_database
+from tests.worlds import (
+    World,
+    load_world,
+    reference_membership,
+    reference_snapshots,
+    stored_snapshots,
+)
 
 
 def memberships(conn, target_id: int) -> dict[int, int]:

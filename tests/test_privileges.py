@@ -15,12 +15,11 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from qsnap_gui.cli import main
-from qsnap_gui.db import POPULATE_PRIVILEGES, open_database
-from qsnap_gui.inspection import resnapshot_row
-from qsnap_gui.population import refresh_population
-from qsnap_gui.snapshots import JobState, snapshot_band
-
-from .worlds import reference_membership, reference_snapshots, stored_snapshots, table_digests
+from qsnap_gui.engine.inspection import resnapshot_row
+from qsnap_gui.engine.population import refresh_population
+from qsnap_gui.engine.snapshots import JobState, snapshot_band
+from qsnap_gui.store.db import POPULATE_PRIVILEGES, open_database
+from tests.worlds import reference_membership, reference_snapshots, stored_snapshots, table_digests
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 _names = itertools.count(1)

@@ -20,11 +20,11 @@ from keyring.errors import PasswordSetError
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from qsnap_gui import secrets
 from qsnap_gui.cli import main
-from qsnap_gui.db import open_database
-from qsnap_gui.errors import QsnapError
-from qsnap_gui.snapshots import snapshot_band
+from qsnap_gui.domain.errors import QsnapError
+from qsnap_gui.engine.snapshots import snapshot_band
+from qsnap_gui.store import secrets
+from qsnap_gui.store.db import open_database
 
 PASSWORD = "Pw-9f3c!x"  # distinctive; the test servers trust local connections and ignore it
 

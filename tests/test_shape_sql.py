@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from qsnap_gui.codec import Shape, decode, needs_repair_sql, shape_sql
+from qsnap_gui.domain.codec import Shape, decode, needs_repair_sql, shape_sql
 
 EXAMPLE = [
     [164, "Home Own/Rent", 1, [[166, "Rent", 2]]],

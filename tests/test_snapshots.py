@@ -15,9 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, text
 
-from qsnap_gui import locks, snapshots
-from qsnap_gui.db import open_database
-from qsnap_gui.snapshots import (
+from qsnap_gui.engine import snapshots
+from qsnap_gui.engine.snapshots import (
     BandResult,
     CancelFlag,
     JobState,
@@ -26,8 +25,9 @@ from qsnap_gui.snapshots import (
     snapshot_bands,
     snapshot_select_sql,
 )
-
-from .worlds import (
+from qsnap_gui.store import locks
+from qsnap_gui.store.db import open_database
+from tests.worlds import (
     World,
     block_band_row,
     job_waiting_on_lock,
@@ -96,7 +96,7 @@ def test_missing_mode_fills_nulls_then_writes_nothing(db_url):
 
 def test_repair_mode_rewrites_every_broken_shape_and_nothing_else(fresh_db):
     db = fresh_db
-    from qsnap_gui.codec import Shape, decode
+    from qsnap_gui.domain.codec import Shape, decode
 
     with db.engine.connect() as conn:
         rows = conn.execute(
@@ -548,8 +548,8 @@ def test_relay_cancel_keeps_what_was_written_and_a_rerun_completes(db_url):
 
 KILLABLE_RELAY = """
 import sys
-from qsnap_gui.db import open_database
-from qsnap_gui.snapshots import snapshot_band
+from qsnap_gui.store.db import open_database
+from qsnap_gui.engine.snapshots import snapshot_band
 db = open_database(sys.argv[1])
 snapshot_band(db.engine, int(sys.argv[2]), batch_size=10, split_rows=1,
               progress=lambda p: print(p.batch, flush=True))

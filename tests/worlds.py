@@ -11,8 +11,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from qsnap_gui.codec import TagRow, TraitInfo, band_metadata, build_snapshot
-from qsnap_gui.schema import create_demo_schema
+from qsnap_gui.domain.codec import TagRow, TraitInfo, band_metadata, build_snapshot
+from qsnap_gui.store.schema import create_demo_schema
 
 T0 = datetime(2025, 1, 1, 12, 0, 0)
 
@@ -209,7 +209,7 @@ def reference_membership(conn: Connection, target_id: int) -> dict[int, int]:
 
 def table_digests(engine: Engine) -> dict[str, tuple[int, str]]:
     """Row count and a digest of every row of every table qsnap knows: "nothing written"."""
-    from qsnap_gui.models import REQUIRED_COLUMNS
+    from qsnap_gui.store.tables import REQUIRED_COLUMNS
 
     out = {}
     with engine.connect() as conn:

@@ -11,9 +11,9 @@ import qasync
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
-from .icons import icon, style_sheet
-from .settings import APPLICATION, ORGANIZATION
-from .window import MainWindow
+from qsnap_gui.ui.icons import icon, style_sheet
+from qsnap_gui.ui.settings import APPLICATION, ORGANIZATION
+from qsnap_gui.ui.window import MainWindow
 
 SCREENSHOT_TIMEOUT_MS = 180_000
 SCREENSHOT_SIZE = (1440, 880)

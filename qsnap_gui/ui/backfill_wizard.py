@@ -5,7 +5,7 @@ Four pages: Scope (targets, categories), Scan (``backfill.scan`` in a QRunnable,
 with a checkbox per band), Run (one job per band on the JobController, in parallel), Summary
 (rows fixed per category, failures, Retry failed, Save report as CSV). The wizard builds no SQL:
 the scan, the plan, the recount after each job and the report are the core's
-(``qsnap_gui.backfill``); worker threads only call the core and emit plain data.
+(``qsnap_gui.engine.backfill``); worker threads only call the core and emit plain data.
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ from PySide6.QtWidgets import (
     QWizardPage,
 )
 
-from .. import backfill
-from ..backfill import (
+from qsnap_gui.engine import backfill
+from qsnap_gui.engine.backfill import (
     CATEGORIES,
     BandOutcome,
     BandPlan,
@@ -70,12 +70,12 @@ from ..backfill import (
     ScanRow,
     TargetChoice,
 )
-from ..db import SNAPSHOT_PRIVILEGES, Database, missing_privileges
-from ..snapshots import CancelFlag, JobState, Mode
-from . import format as fmt
-from .icons import icon
-from .jobs import JobController, JobInfo
-from .tasks import TaskRunner, error_text
+from qsnap_gui.engine.snapshots import CancelFlag, JobState, Mode
+from qsnap_gui.store.db import SNAPSHOT_PRIVILEGES, Database, missing_privileges
+from qsnap_gui.ui import format as fmt
+from qsnap_gui.ui.icons import icon
+from qsnap_gui.ui.jobs import JobController, JobInfo
+from qsnap_gui.ui.tasks import TaskRunner, error_text
 
 SORT_ROLE = Qt.ItemDataRole.UserRole
 BAND_ROLE = Qt.ItemDataRole.UserRole + 1

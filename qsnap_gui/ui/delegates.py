@@ -12,8 +12,8 @@ from PySide6.QtWidgets import (
     QStyleOptionViewItem,
 )
 
-from . import format as fmt
-from .models import COVERAGE_ROLE, JOB_ROLE
+from qsnap_gui.ui import format as fmt
+from qsnap_gui.ui.item_models import COVERAGE_ROLE, JOB_ROLE
 
 TRACK = QColor("#e2e8f0")
 PROGRESS_FILL = QColor("#93c5fd")

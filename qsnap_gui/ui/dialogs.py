@@ -26,20 +26,25 @@ from PySide6.QtWidgets import (
 )
 from sqlalchemy.engine import URL
 
-from ..db import Database, open_database
-from ..dsn import normalize_url
-from ..embedded import ensure_demo_database
-from ..errors import UsageError
-from ..secrets import (
+from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.store.db import Database, open_database
+from qsnap_gui.store.dsn import normalize_url
+from qsnap_gui.store.secrets import (
     KeyringUnavailable,
     keyring_problem,
     remember_password,
     with_remembered_password,
 )
-from .icons import icon
-from .jobs import default_threads
-from .settings import Preferences, recent_connections, remember_connection, without_password
-from .tasks import TaskRunner
+from qsnap_gui.tools.demo import ensure_demo_database
+from qsnap_gui.ui.icons import icon
+from qsnap_gui.ui.jobs import default_threads
+from qsnap_gui.ui.settings import (
+    Preferences,
+    recent_connections,
+    remember_connection,
+    without_password,
+)
+from qsnap_gui.ui.tasks import TaskRunner
 
 log = logging.getLogger(__name__)
 

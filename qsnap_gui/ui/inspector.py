@@ -10,7 +10,7 @@ Three widgets for the main window to host:
   a double-click emits ``meFileActivated(int)``.
 
 Every database call runs on a ``TaskRunner`` pool (QRunnables whose result signal lives on the
-GUI thread) and hands back plain dataclasses from ``qsnap_gui.inspection``; no SQL here.
+GUI thread) and hands back plain dataclasses from ``qsnap_gui.engine.inspection``; no SQL here.
 """
 
 from __future__ import annotations
@@ -55,9 +55,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..codec import Shape, decode
-from ..db import SNAPSHOT_PRIVILEGES, Database, missing_privileges
-from ..inspection import (
+from qsnap_gui.domain.codec import Shape, decode
+from qsnap_gui.engine.inspection import (
     GroupCheck,
     InspectReport,
     MeFileHit,
@@ -72,7 +71,8 @@ from ..inspection import (
     search_me_files,
     value_text,
 )
-from .snapshot_tree import (
+from qsnap_gui.store.db import SNAPSHOT_PRIVILEGES, Database, missing_privileges
+from qsnap_gui.ui.snapshot_tree import (
     Node,
     NodeKind,
     SnapshotTreeModel,
@@ -80,7 +80,7 @@ from .snapshot_tree import (
     count_nodes,
     write_csv,
 )
-from .tasks import TaskRunner
+from qsnap_gui.ui.tasks import TaskRunner
 
 RAW_DISPLAY_CHARS = 1_000_000
 PANEL_ITEMS = 200  # items listed per group / per stale list before "… N more"

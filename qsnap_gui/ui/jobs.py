@@ -20,10 +20,8 @@ from enum import StrEnum
 
 from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThreadPool, Signal, Slot
 
-from .. import queries
-from ..db import Database
-from ..population import DiffCounts, RefreshFlow
-from ..snapshots import (
+from qsnap_gui.engine.population import DiffCounts, RefreshFlow
+from qsnap_gui.engine.snapshots import (
     DEFAULT_BATCH_SIZE,
     MAX_ATTEMPTS,
     BandResult,
@@ -33,7 +31,9 @@ from ..snapshots import (
     Progress,
     snapshot_band,
 )
-from .tasks import error_text
+from qsnap_gui.store import queries
+from qsnap_gui.store.db import Database
+from qsnap_gui.ui.tasks import error_text
 
 ACTIVE_STATES = frozenset({JobState.QUEUED, JobState.WAITING, JobState.RUNNING, JobState.RETRYING})
 

@@ -8,7 +8,7 @@
 * The pending-jobs view (Jobs > Qlarius worker jobs…): every snapshot and population job in
   ``oban_jobs``, filterable by state and worker, with counts per state.
 
-All database work is ``qsnap_gui.oban`` (no SQL here), run on this module's own reader pool;
+All database work is ``qsnap_gui.engine.oban`` (no SQL here), run on this module's own reader pool;
 results come back as plain dataclasses. The monitor polls every ``POLL_MS`` while the window
 is shown and stops while it is hidden or minimised.
 """
@@ -47,14 +47,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .. import oban
-from ..db import Database
-from ..oban import BandProgress, ObanInfo, ObanJob
-from . import format as fmt
-from .delegates import JobProgressDelegate
-from .icons import icon
-from .models import AMBER, BLUE, DIM, GREEN, JOB_ROLE, STUCK_FG, TableModel
-from .tasks import TaskRunner
+from qsnap_gui.engine import oban
+from qsnap_gui.engine.oban import BandProgress, ObanInfo, ObanJob
+from qsnap_gui.store.db import Database
+from qsnap_gui.ui import format as fmt
+from qsnap_gui.ui.delegates import JobProgressDelegate
+from qsnap_gui.ui.icons import icon
+from qsnap_gui.ui.item_models import AMBER, BLUE, DIM, GREEN, JOB_ROLE, STUCK_FG, TableModel
+from qsnap_gui.ui.tasks import TaskRunner
 
 POLL_MS = 2000
 LOCAL, WORKERS = 0, 1

@@ -7,9 +7,9 @@ from dataclasses import dataclass, fields
 from PySide6.QtCore import QSettings
 from sqlalchemy.engine import URL
 
-from ..dsn import normalize_url
-from ..errors import UsageError
-from ..snapshots import DEFAULT_BATCH_SIZE
+from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.engine.snapshots import DEFAULT_BATCH_SIZE
+from qsnap_gui.store.dsn import normalize_url
 
 ORGANIZATION = "qsnap"
 APPLICATION = "qsnap-gui"

@@ -19,7 +19,7 @@ from pathlib import Path
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QColor, QFont
 
-from ..codec import Decoded, Shape
+from qsnap_gui.domain.codec import Decoded, Shape
 
 MAX_CHILD_NODES = 20_000
 DISPLAY_CHARS = 300

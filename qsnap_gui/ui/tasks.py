@@ -17,9 +17,9 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError
 
-from ..dsn import mask_text
-from ..errors import QsnapError
-from ..snapshots import describe_failure
+from qsnap_gui.domain.errors import QsnapError
+from qsnap_gui.engine.snapshots import describe_failure
+from qsnap_gui.store.dsn import mask_text
 
 
 def error_text(exc: BaseException, secret: URL | None = None) -> str:

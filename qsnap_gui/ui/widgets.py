@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .icons import icon
+from qsnap_gui.ui.icons import icon
 
 
 class Banner(QFrame):

@@ -29,26 +29,28 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from .. import __version__, queries
-from ..db import (
+from qsnap_gui import __version__
+from qsnap_gui.engine.population import depopulate
+from qsnap_gui.engine.snapshots import JobState
+from qsnap_gui.engine import targets
+from qsnap_gui.engine.targets import TargetRow
+from qsnap_gui.store import queries
+from qsnap_gui.store.db import (
     POPULATE_PRIVILEGES,
     SNAPSHOT_PRIVILEGES,
     Database,
     missing_privileges,
     open_database,
 )
-from ..dsn import mask_url, resolve_url
-from ..population import depopulate
-from ..queries import BandRow, TargetRow
-from ..snapshots import JobState
-from . import format as fmt
-from .backfill_wizard import BackfillWizard
-from .delegates import CoverageDelegate, JobProgressDelegate
-from .dialogs import ConnectDialog, PreferencesDialog
-from .icons import icon
-from .inspector import InspectorWidget, SearchField
-from .jobs import JobController, JobInfo, JobKind
-from .models import (
+from qsnap_gui.store.dsn import mask_url, resolve_url
+from qsnap_gui.store.queries import BandRow
+from qsnap_gui.ui import format as fmt
+from qsnap_gui.ui.backfill_wizard import BackfillWizard
+from qsnap_gui.ui.delegates import CoverageDelegate, JobProgressDelegate
+from qsnap_gui.ui.dialogs import ConnectDialog, PreferencesDialog
+from qsnap_gui.ui.icons import icon
+from qsnap_gui.ui.inspector import InspectorWidget, SearchField
+from qsnap_gui.ui.item_models import (
     ID_ROLE,
     BandsModel,
     JobsModel,
@@ -57,10 +59,11 @@ from .models import (
     job_text,
     status_text,
 )
-from .oban_view import ObanIntegration
-from .settings import Preferences
-from .tasks import TaskRunner
-from .widgets import Banner, LogView, badge
+from qsnap_gui.ui.jobs import JobController, JobInfo, JobKind
+from qsnap_gui.ui.oban_view import ObanIntegration
+from qsnap_gui.ui.settings import Preferences
+from qsnap_gui.ui.tasks import TaskRunner
+from qsnap_gui.ui.widgets import Banner, LogView, badge
 
 RELOAD_DELAY_MS = 150
 JOB_REDRAW_MS = (
@@ -730,7 +733,7 @@ class MainWindow(QMainWindow):
         engine = self.database.engine
         self.runner.run(
             "targets",
-            partial(_read, engine, queries.list_targets),
+            partial(_read, engine, targets.list_targets),
             self._targets_loaded,
             self._read_failed,
         )

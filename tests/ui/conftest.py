@@ -7,7 +7,7 @@ import pytest
 from PySide6.QtCore import QSettings
 from uihelp import libpq
 
-from qsnap_gui.db import open_database
+from qsnap_gui.store.db import open_database
 from qsnap_gui.ui.settings import Preferences
 from qsnap_gui.ui.window import MainWindow
 

@@ -13,9 +13,9 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox, QWizard
 from uihelp import libpq
 
-from qsnap_gui.backfill import Category
-from qsnap_gui.db import open_database
-from qsnap_gui.snapshots import JobState, Mode
+from qsnap_gui.engine.backfill import Category
+from qsnap_gui.engine.snapshots import JobState, Mode
+from qsnap_gui.store.db import open_database
 from qsnap_gui.ui.backfill_wizard import BackfillWizard, Page
 from qsnap_gui.ui.jobs import JobController
 

@@ -12,7 +12,7 @@ from keyring.backends import fail
 from PySide6.QtCore import QSettings, Qt
 from sqlalchemy.engine import make_url
 
-from qsnap_gui import secrets
+from qsnap_gui.store import secrets
 from qsnap_gui.ui.dialogs import REMEMBER_TIP, ConnectDialog
 from qsnap_gui.ui.settings import recent_connections
 from qsnap_gui.ui.tasks import TaskRunner

@@ -14,9 +14,9 @@ from PySide6.QtGui import QGuiApplication
 from PySide6.QtWidgets import QFileDialog, QVBoxLayout, QWidget
 from sqlalchemy import text
 
-from qsnap_gui.codec import Decoded, Shape, decode
-from qsnap_gui.db import open_database
-from qsnap_gui.inspection import pretty_json
+from qsnap_gui.domain.codec import Decoded, Shape, decode
+from qsnap_gui.engine.inspection import pretty_json
+from qsnap_gui.store.db import open_database
 from qsnap_gui.ui.inspector import BandPopulationView, InspectorWidget, SearchField
 from qsnap_gui.ui.snapshot_tree import (
     MAX_CHILD_NODES,

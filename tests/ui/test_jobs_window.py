@@ -21,10 +21,10 @@ from uihelp import (
     target_cell,
 )
 
-from qsnap_gui.population import apply_membership
-from qsnap_gui.snapshots import JobState
+from qsnap_gui.engine.population import apply_membership
+from qsnap_gui.engine.snapshots import JobState
+from qsnap_gui.ui.item_models import JOB_ROLE, BandsModel, JobsModel, TargetsModel
 from qsnap_gui.ui.jobs import JobKind
-from qsnap_gui.ui.models import JOB_ROLE, BandsModel, JobsModel, TargetsModel
 
 WAIT_MS = 90_000
 

@@ -12,8 +12,8 @@ import pytest
 from PySide6.QtCore import Qt
 from uihelp import select_band, select_target
 
-from qsnap_gui import oban
-from qsnap_gui.queries import band_target
+from qsnap_gui.engine import oban
+from qsnap_gui.store.queries import band_target
 from qsnap_gui.ui import oban_view
 from qsnap_gui.ui.oban_view import WORKERS, ObanJobsModel
 

@@ -22,10 +22,10 @@ from uihelp import (
     target_cell,
 )
 
-from qsnap_gui.db import open_database
-from qsnap_gui.snapshots import JobState
+from qsnap_gui.engine.snapshots import JobState
+from qsnap_gui.store.db import open_database
 from qsnap_gui.ui.dialogs import ConnectDialog, PreferencesDialog
-from qsnap_gui.ui.models import STUCK_BG, TargetsModel
+from qsnap_gui.ui.item_models import STUCK_BG, TargetsModel
 from qsnap_gui.ui.settings import Preferences, recent_connections
 from qsnap_gui.ui.tasks import TaskRunner
 from qsnap_gui.ui.window import MainWindow

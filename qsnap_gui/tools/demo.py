@@ -18,8 +18,19 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, Table, insert, text
 from sqlalchemy.schema import CreateIndex
 
-from .db import DEMO_COMPLETE, is_complete_demo, is_qsnap_demo
-from .models import (
+from qsnap_gui.engine.population import compute_membership, outermost_first
+from qsnap_gui.engine.snapshots import (
+    BAND_TRAITS_SQL,
+    LOOKUP_SHARE,
+    STAGING_WORK_MEM,
+    snapshot_select_sql,
+    tune_band_compute,
+)
+from qsnap_gui.store.db import DEMO_COMPLETE, is_complete_demo, is_qsnap_demo, make_engine
+from qsnap_gui.store.dsn import normalize_url
+from qsnap_gui.store.embedded import DEMO_DATABASE, create_database
+from qsnap_gui.store.schema import create_demo_schema, has_qlarius_tables
+from qsnap_gui.store.tables import (
     MeFileTag,
     Target,
     TargetBand,
@@ -28,15 +39,6 @@ from .models import (
     Trait,
     TraitGroup,
     TraitGroupTrait,
-)
-from .population import compute_membership, outermost_first
-from .schema import create_demo_schema, has_qlarius_tables
-from .snapshots import (
-    BAND_TRAITS_SQL,
-    LOOKUP_SHARE,
-    STAGING_WORK_MEM,
-    snapshot_select_sql,
-    tune_band_compute,
 )
 
 log = logging.getLogger(__name__)
@@ -852,3 +854,17 @@ SHAPED = """case
     else (array['"snapshot pending"', '{"tags": "none"}', '[[1, "x"]]',
                 '{"tags": [[4, "Home Zip Code", 1, [[36566, 2140]]]]}'])[1 + r.id % 4]::jsonb
 end"""
+
+
+def ensure_demo_database() -> str:
+    """The URL of the demo database, creating schema and demo data on first start."""
+    from qsnap_gui.tools.demo import seed_demo
+
+    url = create_database(DEMO_DATABASE)
+    engine = make_engine(normalize_url(url), pool_size=2)
+    try:
+        if seed_demo(engine):
+            log.info("seeded the embedded demo database")
+    finally:
+        engine.dispose()
+    return url

@@ -15,8 +15,8 @@ import logging
 
 from sqlalchemy.engine import URL
 
-from .dsn import mask_text, normalize_url
-from .errors import QsnapError
+from qsnap_gui.domain.errors import QsnapError
+from qsnap_gui.store.dsn import mask_text, normalize_url
 
 log = logging.getLogger(__name__)
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from .dsn import describe, mask_text, mask_url, normalize_url, resolve_url
-from .errors import ConnectionProblem, SchemaProblem
-from .models import REQUIRED_COLUMNS
+from qsnap_gui.domain.errors import ConnectionProblem, SchemaProblem
+from qsnap_gui.store.dsn import describe, mask_text, mask_url, normalize_url, resolve_url
+from qsnap_gui.store.tables import REQUIRED_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +74,17 @@ def open_database(
     *,
     check_schema: bool = True,
     read_only: bool = False,
-    embedded_ok: bool = True,
+    demo_url: Callable[[], str] | None = None,
 ) -> Database:
-    """Connect to the URL the operator gave, or to the embedded demo database."""
+    """Connect to the URL the operator gave, else to the one ``demo_url`` makes ready."""
     raw = resolve_url(dsn)
     is_demo = False
     if raw is None:
-        if not embedded_ok:
+        if demo_url is None:
             raise ConnectionProblem(
                 "no database URL given (--dsn, QSNAP_DATABASE_URL, DATABASE_URL)"
             )
-        from .embedded import ensure_demo_database
-
-        raw = ensure_demo_database()
+        raw = demo_url()
         is_demo = True
     url = normalize_url(raw)
     engine = make_engine(url, read_only=read_only)

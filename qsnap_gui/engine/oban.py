@@ -71,9 +71,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from . import locks
-from .errors import QsnapError, TargetBusy, UsageError
-from .queries import band_target, require_target
+from qsnap_gui.domain.errors import QsnapError, TargetBusy, UsageError
+from qsnap_gui.store import locks
+from qsnap_gui.store.queries import band_target, require_target
 
 WORKER_BAND = "Qlarius.Jobs.SnapshotBandPopulationsWorker"
 WORKER_POPULATE = "Qlarius.Jobs.PopulateTargetWorker"

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, text
 
-from . import locks
-from .errors import TargetBusy, UsageError
-from .queries import band_order, require_target
-from .snapshots import BandResult, JobState, Mode, snapshot_bands
+from qsnap_gui.domain.errors import TargetBusy, UsageError
+from qsnap_gui.engine.snapshots import BandResult, JobState, Mode, snapshot_bands
+from qsnap_gui.store import locks
+from qsnap_gui.store.queries import band_order, require_target
 
 log = logging.getLogger(__name__)
 

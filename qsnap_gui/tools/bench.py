@@ -20,12 +20,12 @@ from dataclasses import asdict, dataclass, field
 
 from sqlalchemy import Engine, text
 
-from .codec import TagRow, TraitInfo, band_metadata, build_snapshot
-from .db import make_engine
-from .demo import DemoSpec, generate_demo
-from .dsn import normalize_url
-from .schema import has_qlarius_tables
-from .snapshots import snapshot_bands
+from qsnap_gui.domain.codec import TagRow, TraitInfo, band_metadata, build_snapshot
+from qsnap_gui.engine.snapshots import snapshot_bands
+from qsnap_gui.store.db import make_engine
+from qsnap_gui.store.dsn import normalize_url
+from qsnap_gui.store.schema import has_qlarius_tables
+from qsnap_gui.tools.demo import DemoSpec, generate_demo
 
 BENCH_TARGET = 1
 BATCH = 500
@@ -59,7 +59,7 @@ class ScaleFigures:
         return None
 
 
-# --- the strategies (each run in a child process by ``python -m qsnap_gui.bench``) ------------
+# --- the strategies (each run in a child process by ``python -m qsnap_gui.tools.bench``) ------------
 
 
 def _null_rows(engine: Engine, band_id: int) -> list[tuple[int, int]]:
@@ -216,7 +216,7 @@ def _prepare(engine: Engine, null_snapshots: bool = True) -> None:
 
 def bench_database(scale: int, say) -> tuple[str, float | None]:
     """A scratch database of the embedded server holding the benchmark world at this scale."""
-    from .embedded import create_database
+    from qsnap_gui.store.embedded import create_database
 
     name = f"qsnap_bench_{scale}"
     url = create_database(name)
@@ -287,7 +287,7 @@ def _bench_world(
         "baseline": [
             py,
             "-m",
-            "qsnap_gui.bench",
+            "qsnap_gui.tools.bench",
             "--strategy",
             "baseline",
             url,
@@ -295,8 +295,24 @@ def _bench_world(
         ],
         # timed like the others, after imports and the first connection: the engine exactly
         # as `qsnap snapshot --target` runs it
-        "qsnap": [py, "-m", "qsnap_gui.bench", "--strategy", "qsnap", url, *map(str, band_ids)],
-        "floor": [py, "-m", "qsnap_gui.bench", "--strategy", "floor", url, *map(str, band_ids)],
+        "qsnap": [
+            py,
+            "-m",
+            "qsnap_gui.tools.bench",
+            "--strategy",
+            "qsnap",
+            url,
+            *map(str, band_ids),
+        ],
+        "floor": [
+            py,
+            "-m",
+            "qsnap_gui.tools.bench",
+            "--strategy",
+            "floor",
+            url,
+            *map(str, band_ids),
+        ],
     }
     for name, command in commands.items():
         runs = []
@@ -390,11 +406,11 @@ def to_json(results: list[ScaleFigures]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Child entry point: ``python -m qsnap_gui.bench --strategy NAME URL BAND...``."""
+    """Child entry point: ``python -m qsnap_gui.tools.bench --strategy NAME URL BAND...``."""
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 3 or args[0] != "--strategy":
         print(
-            "usage: python -m qsnap_gui.bench --strategy baseline|qsnap|floor URL BAND...",
+            "usage: python -m qsnap_gui.tools.bench --strategy baseline|qsnap|floor URL BAND...",
             file=sys.stderr,
         )
         return 2

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import platformdirs
 
-from .errors import ConnectionProblem
+from qsnap_gui.domain.errors import ConnectionProblem
 
 log = logging.getLogger(__name__)
 
@@ -168,19 +168,3 @@ def create_database(name: str) -> str:
         if not exists:
             conn.execute(f'create database "{name}"')
     return server_url(name)
-
-
-def ensure_demo_database() -> str:
-    """The URL of the demo database, creating schema and demo data on first start."""
-    from .db import make_engine
-    from .demo import seed_demo
-    from .dsn import normalize_url
-
-    url = create_database(DEMO_DATABASE)
-    engine = make_engine(normalize_url(url), pool_size=2)
-    try:
-        if seed_demo(engine):
-            log.info("seeded the embedded demo database")
-    finally:
-        engine.dispose()
-    return url

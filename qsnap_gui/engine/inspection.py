@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Engine, text
 
-from .codec import (
+from qsnap_gui.domain.codec import (
     Decoded,
     ParentTrait,
     Shape,
@@ -40,8 +40,8 @@ from .codec import (
     shape_sql,
     to_nested,
 )
-from .errors import UsageError
-from .snapshots import snapshot_select_sql
+from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.engine.snapshots import snapshot_select_sql
 
 RAW_FALLBACK_CHARS = 64_000
 """How much of an unreadable (too deeply nested) value's text is kept for display."""

@@ -13,12 +13,13 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QColor, QFont
 
-from ..codec import SHAPES, Shape
-from ..queries import BandRow, TargetRow
-from ..snapshots import JobState
-from . import format as fmt
-from .icons import icon
-from .jobs import JobInfo, JobKind
+from qsnap_gui.domain.codec import SHAPES, Shape
+from qsnap_gui.engine.snapshots import JobState
+from qsnap_gui.engine.targets import TargetRow
+from qsnap_gui.store.queries import BandRow
+from qsnap_gui.ui import format as fmt
+from qsnap_gui.ui.icons import icon
+from qsnap_gui.ui.jobs import JobInfo, JobKind
 
 SORT_ROLE = Qt.ItemDataRole.UserRole
 ID_ROLE = Qt.ItemDataRole.UserRole + 1

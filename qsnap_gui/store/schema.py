@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
-from .db import DEMO_MARKER, is_qsnap_demo
-from .errors import UsageError
-from .models import REQUIRED_COLUMNS, Base
+from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.store.db import DEMO_MARKER, is_qsnap_demo
+from qsnap_gui.store.tables import REQUIRED_COLUMNS, Base
 
 
 def has_qlarius_tables(conn: Connection) -> bool:

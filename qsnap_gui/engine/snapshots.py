@@ -26,9 +26,9 @@ from enum import StrEnum
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from . import locks
-from .codec import needs_repair_sql
-from .db import server_reason
+from qsnap_gui.domain.codec import needs_repair_sql
+from qsnap_gui.store import locks
+from qsnap_gui.store.db import server_reason
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from urllib.parse import quote
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from .errors import UsageError
+from qsnap_gui.domain.errors import UsageError
 
 _SCHEMES = {
     "postgres": "postgresql+psycopg",

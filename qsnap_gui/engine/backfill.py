@@ -50,10 +50,9 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from .codec import BROKEN_SHAPES, Shape, needs_repair_sql, shape_sql
-from .errors import UsageError
-from .queries import band_order
-from .snapshots import (
+from qsnap_gui.domain.codec import BROKEN_SHAPES, Shape, needs_repair_sql, shape_sql
+from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.engine.snapshots import (
     DEFAULT_BATCH_SIZE,
     MAX_ATTEMPTS,
     BandResult,
@@ -64,6 +63,7 @@ from .snapshots import (
     snapshot_band,
     snapshot_select_sql,
 )
+from qsnap_gui.store.queries import band_order
 
 
 class Category(StrEnum):
@@ -738,7 +738,7 @@ def run_band(
         with engine.connect() as conn:
             after = band_counts(conn, band_id, cats)
     except DBAPIError as exc:
-        from .db import server_reason
+        from qsnap_gui.store.db import server_reason
 
         note = f"band {band_id}: could not count the rows after the job ({server_reason(exc)})"
         result = BandResult(

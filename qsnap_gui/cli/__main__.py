@@ -1,0 +1,5 @@
+import sys
+
+from qsnap_gui.cli.main import main
+
+sys.exit(main())

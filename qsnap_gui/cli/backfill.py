@@ -1,0 +1,148 @@
+"""``qsnap backfill``: scan, then fix missing, broken or stale snapshots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from qsnap_gui.cli.oban import backfill_oban_check, backfill_on_oban
+from qsnap_gui.cli.output import ProgressPrinter, print_summary, require_write, say, table
+from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.engine.snapshots import BandResult
+from qsnap_gui.store.db import (
+    SNAPSHOT_PRIVILEGES,
+    Database,
+)
+
+
+def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
+    from qsnap_gui.engine import backfill as bf
+    from qsnap_gui.store.queries import parse_id
+
+    chosen = bf.parse_categories([args.include])
+    include = bf.effective_categories(chosen)
+    note = bf.implied_note(chosen)
+    if note:
+        say(f"note: {note}")
+    target_ids = [parse_id(t, "target") for t in args.target] if args.target else None
+    if args.batch_size < 1 or args.workers < 1:
+        raise UsageError("--batch-size and --workers must be at least 1")
+    if args.yes:
+        require_write(args, db, "backfill --yes", SNAPSHOT_PRIVILEGES)
+    oban_info = backfill_oban_check(args, db, include) if args.engine == "oban" else None
+
+    def scan_progress(done: int, total: int, message: str) -> None:
+        if sys.stderr.isatty() and total:
+            sys.stderr.write(f"\rscanning: {100 * done // total:3d}% {message[:60]:<60}")
+            sys.stderr.flush()
+
+    with db.engine.connect() as conn:
+        scan = bf.scan(conn, target_ids, include, progress=scan_progress)
+    if sys.stderr.isatty():
+        sys.stderr.write("\r" + " " * 80 + "\r")
+    plans = bf.plan(scan)
+    modes = {p.band_id: p for p in plans}
+    estimate = bf.estimate_seconds(scan, scan.rows_per_second, parallel=args.workers)
+    report = {
+        **scan.to_json(),
+        "bands": [
+            {
+                **r.to_json(),
+                "mode": modes[r.band_id].mode.value if r.band_id in modes else None,
+                "rows_to_write": modes[r.band_id].rows if r.band_id in modes else 0,
+            }
+            for r in scan.rows
+        ],
+        "estimated_seconds": round(estimate, 1) if estimate is not None else None,
+    }
+    counted = [c for c in bf.CATEGORIES if c in include]
+    if not args.json:
+        print(
+            table(
+                [
+                    "target",
+                    "band",
+                    "label",
+                    "population",
+                    *counted,
+                    "broken shapes",
+                    "mode",
+                    "rows",
+                ],
+                [
+                    [
+                        r.target_id,
+                        r.band_id,
+                        r.label,
+                        r.population,
+                        *(r.count(c) for c in counted),
+                        ", ".join(f"{k} {v}" for k, v in r.shapes.items() if v) or "-",
+                        modes[r.band_id].mode if r.band_id in modes else "-",
+                        modes[r.band_id].rows if r.band_id in modes else 0,
+                    ]
+                    for r in scan.rows
+                ],
+            )
+        )
+        totals = scan.totals()
+        rate = f" at {scan.rows_per_second:,.0f} rows/s" if scan.rows_per_second else ""
+        took = f"about {estimate:,.1f}s" if estimate is not None else "unknown"
+        print(
+            f"to fix: {', '.join(f'{totals[c]} {c}' for c in counted)}; "
+            f"{sum(p.rows for p in plans)} rows to write in {len(plans)} of {len(scan.rows)} "
+            f"bands; estimated {took}{rate} (scan took {scan.seconds:.2f}s)"
+        )
+    if args.dry_run:
+        if args.json:
+            print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 0
+    if oban_info is not None:
+        return backfill_on_oban(args, db, oban_info, plans, report)
+    printer = ProgressPrinter()
+    outcomes = bf.run_bands(
+        db.engine,
+        plans,
+        workers=args.workers,
+        batch_size=args.batch_size,
+        progress=printer,
+        log_line=say if args.verbose else (lambda line: None),
+    )
+    printer.done()
+    if args.json:
+        report["results"] = [o.to_json() for o in outcomes]
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return 1 if any(o.failed for o in outcomes) else 0
+    if outcomes:
+        print(
+            table(
+                ["target", "band", "label", "mode", "state", *(f"{c} fixed" for c in counted)]
+                + ["still to fix", "seconds"],
+                [
+                    [
+                        o.before.target_id,
+                        o.band_id,
+                        o.before.label,
+                        o.mode,
+                        o.state,
+                        *(o.fixed(c) if o.fixed(c) is not None else "?" for c in counted),
+                        sum(o.remaining(c) or 0 for c in counted) if o.after else "?",
+                        f"{o.duration:.2f}",
+                    ]
+                    for o in outcomes
+                ],
+            )
+        )
+    return print_summary(
+        [
+            BandResult(
+                o.band_id,
+                o.state,
+                rows_written=o.rows_written,
+                attempts=o.attempts,
+                elapsed=o.duration,
+                error=o.error,
+            )
+            for o in outcomes
+        ]
+    )

@@ -1,0 +1,227 @@
+"""The parser and the entry point: exit codes 0 success, 1 a job failed, 2 bad usage,
+unknown id, connection or schema problem."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from sqlalchemy.exc import DBAPIError
+
+from qsnap_gui import __version__
+from qsnap_gui.cli.backfill import cmd_backfill
+from qsnap_gui.cli.bands import cmd_bands
+from qsnap_gui.cli.inspect import cmd_inspect
+from qsnap_gui.cli.oban import OBAN_STATES, cmd_oban_jobs
+from qsnap_gui.cli.populate import cmd_depopulate, cmd_populate
+from qsnap_gui.cli.snapshot import cmd_snapshot
+from qsnap_gui.cli.targets import cmd_targets
+from qsnap_gui.cli.tools import cmd_bench, cmd_demo
+from qsnap_gui.domain.errors import JobFailed, QsnapError
+from qsnap_gui.engine.snapshots import DEFAULT_BATCH_SIZE, Mode
+from qsnap_gui.store.db import (
+    Database,
+    open_database,
+    server_reason,
+)
+from qsnap_gui.store.dsn import mask_text
+
+
+def engine_options(p: argparse.ArgumentParser, *, wait: bool) -> None:
+    p.add_argument(
+        "--engine",
+        choices=["local", "oban"],
+        default="local",
+        help="local: run here (default); oban: enqueue on the Qlarius workers (oban_jobs)",
+    )
+    if wait:
+        p.add_argument(
+            "--wait", action="store_true", help="with --engine oban: follow the jobs to their end"
+        )
+        p.add_argument(
+            "--timeout", type=float, default=0, metavar="S", help="stop waiting after S seconds"
+        )
+        p.add_argument(
+            "--poll", type=float, default=2.0, metavar="S", help="seconds between polls (2)"
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qsnap",
+        description="Inspect and repair Qlarius target population snapshots.",
+        epilog="Without --dsn, QSNAP_DATABASE_URL or DATABASE_URL, qsnap uses its embedded "
+        "demo database.",
+    )
+    parser.add_argument("--version", action="version", version=f"qsnap {__version__}")
+    parser.add_argument("--dsn", metavar="URL", help="database URL (postgres://, ecto://, …)")
+    parser.add_argument(
+        "--read-only", action="store_true", help="open the session read-only (browse mode)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="print job log lines")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("targets", help="list targets with population and snapshot coverage")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_targets)
+
+    p = sub.add_parser("bands", help="list a target's bands with counts per snapshot shape")
+    p.add_argument("target_id", metavar="TARGET_ID")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_bands)
+
+    p = sub.add_parser("snapshot", help="snapshot one band or every band of a target")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--band", metavar="ID", help="the band to snapshot")
+    which.add_argument("--target", metavar="ID", help="snapshot all its bands in parallel")
+    p.add_argument(
+        "--mode",
+        choices=[m.value for m in Mode],
+        default=Mode.MISSING.value,
+        help="missing: NULL only (default); repair: NULL and broken; force: every row",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        metavar="N",
+        help=f"rows per transaction (default {DEFAULT_BATCH_SIZE})",
+    )
+    engine_options(p, wait=True)
+    p.set_defaults(handler=cmd_snapshot)
+
+    p = sub.add_parser("populate", help="Refresh Population of a target, snapshots included")
+    p.add_argument("target_id", metavar="TARGET_ID")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish a stuck target: snapshot stage and status only",
+    )
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N")
+    engine_options(p, wait=True)
+    p.set_defaults(handler=cmd_populate)
+
+    p = sub.add_parser("depopulate", help="delete a target's populations")
+    p.add_argument("target_id", metavar="TARGET_ID")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(handler=cmd_depopulate)
+
+    p = sub.add_parser("inspect", help="why a me_file sits in each band, snapshot by snapshot")
+    p.add_argument("me_file_id", metavar="ME_FILE_ID")
+    p.add_argument("--band", metavar="ID", help="only this band")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_inspect)
+
+    p = sub.add_parser(
+        "backfill", help="find and fix missing, broken or stale snapshots across targets"
+    )
+    p.add_argument(
+        "--target",
+        metavar="ID",
+        nargs="+",
+        action="extend",
+        help="only these targets (default: all)",
+    )
+    p.add_argument(
+        "--include",
+        default="missing,broken",
+        metavar="LIST",
+        help="categories to fix, comma-separated: missing, broken, stale (default "
+        "missing,broken; broken includes missing, stale includes both and rewrites every row "
+        "of a band with stale rows)",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--dry-run", action="store_true", help="scan and report, change nothing")
+    what.add_argument("--yes", action="store_true", help="scan, then fix what the scan found")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N")
+    p.add_argument(
+        "--workers", type=int, default=4, metavar="N", help="band jobs at a time (default 4)"
+    )
+    engine_options(p, wait=False)
+    p.set_defaults(handler=cmd_backfill)
+
+    p = sub.add_parser(
+        "oban-jobs", help="list the snapshot and population jobs in oban_jobs, counts per state"
+    )
+    p.add_argument(
+        "--state", choices=OBAN_STATES, action="append", help="only this state (repeatable)"
+    )
+    p.add_argument(
+        "--worker",
+        action="append",
+        metavar="W",
+        help="snapshot, populate or a worker name (repeatable; default both Qlarius workers)",
+    )
+    p.add_argument("--limit", type=int, default=200, metavar="N", help="newest N (default 200)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_oban_jobs)
+
+    p = sub.add_parser("demo", help="create the schema and demo data in an empty database")
+    p.add_argument("--me-files", type=int, default=10_000, metavar="N")
+    p.add_argument("--seed", type=int, default=42, metavar="S")
+    p.add_argument(
+        "--reset", action="store_true", help="recreate the demo in a database qsnap created"
+    )
+    p.set_defaults(handler=cmd_demo, schema_free=True)
+
+    p = sub.add_parser(
+        "bench",
+        help="benchmark the snapshot engine on scratch databases of the embedded server",
+        description="Never touches --dsn: it creates qsnap_bench_N databases in the embedded "
+        "server and times the original worker's port, qsnap and the write floor.",
+    )
+    p.add_argument(
+        "--scale",
+        type=int,
+        nargs="+",
+        default=[10_000, 100_000],
+        metavar="N",
+        help="me_files (= populations) per scale (default 10000 100000)",
+    )
+    p.add_argument("--repeat", type=int, default=1, metavar="R", help="runs per strategy (median)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(handler=cmd_bench, no_database=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from qsnap_gui.tools.demo import ensure_demo_database
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    db: Database | None = None
+    started = time.monotonic()
+    try:
+        if getattr(args, "no_database", False):
+            return args.handler(args, None)
+        db = open_database(
+            args.dsn,
+            check_schema=not getattr(args, "schema_free", False),
+            read_only=args.read_only,
+            demo_url=ensure_demo_database,
+        )
+        return args.handler(args, db)
+    except JobFailed as exc:
+        print(f"qsnap: {exc}", file=sys.stderr)
+        return 1
+    except QsnapError as exc:
+        print(f"qsnap: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except DBAPIError as exc:
+        where = db.where if db else "the database"
+        secret = db.url if db else None
+        print(
+            f"qsnap: database error on {where}: {mask_text(server_reason(exc), secret)}",
+            file=sys.stderr,
+        )
+        return 2
+    except KeyboardInterrupt:
+        print(f"qsnap: interrupted after {time.monotonic() - started:.1f}s", file=sys.stderr)
+        return 130
+    finally:
+        if db is not None:
+            db.dispose()

@@ -1,0 +1,111 @@
+"""Printing for the command line: progress on stderr, tables and summaries on stdout."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.engine.snapshots import BandResult, JobState, Progress
+from qsnap_gui.store.db import (
+    Database,
+)
+
+Handler = Callable[[argparse.Namespace, Database], int]
+
+
+class ProgressPrinter:
+    """Band progress on stderr: one redrawn line on a terminal, plain lines otherwise."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.lock = threading.Lock()
+        self.state: dict[int, Progress] = {}
+        self.last_step: dict[int, int] = {}
+
+    def __call__(self, p: Progress) -> None:
+        with self.lock:
+            self.state[p.band_id] = p
+            if self.tty:
+                parts = []
+                for band_id, q in sorted(self.state.items()):
+                    pct = 100 * q.rows_done // q.rows_total if q.rows_total else 0
+                    bar = "#" * (pct // 10) + "." * (10 - pct // 10)
+                    parts.append(f"band {band_id} [{bar}] {pct:3d}% {q.state}")
+                self.stream.write("\r" + "  ".join(parts)[:200])
+                self.stream.flush()
+                return
+            if p.state is JobState.RUNNING and p.batches and self._worth_a_line(p):
+                self.stream.write(
+                    f"band {p.band_id}: batch {p.batch}/{p.batches} "
+                    f"({p.rows_done}/{p.rows_total} rows)\n"
+                )
+            elif p.state is not JobState.RUNNING:
+                detail = f": {p.message}" if p.message and p.message != str(p.state) else ""
+                self.stream.write(f"band {p.band_id}: {p.state}{detail}\n")
+
+    def _worth_a_line(self, p: Progress) -> bool:
+        """The first and last batch and every 5% between, so logs stay readable."""
+        step = p.batch * 20 // p.batches
+        if p.batch in (1, p.batches) or step != self.last_step.get(p.band_id):
+            self.last_step[p.band_id] = step
+            return True
+        return False
+
+    def done(self) -> None:
+        if self.tty and self.state:
+            self.stream.write("\n")
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def require_write(args: argparse.Namespace, db: Database, action: str, needed: tuple) -> None:
+    """Refuse a write up front (exit 2, nothing written): read-only session or role too weak.
+
+    With ``--engine oban`` the writes are the job rows, which oban.require checks.
+    """
+    if db.read_only:
+        raise UsageError(f"{action} writes to the database: connect without --read-only")
+    if getattr(args, "engine", "local") != "local":
+        return
+    from qsnap_gui.store.db import missing_privileges
+
+    missing = missing_privileges(db, *needed)
+    if missing:
+        raise UsageError(f"{action}: your database role lacks {', '.join(missing)}")
+
+
+def fmt_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [
+        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+    ]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
+    return "\n".join(lines)
+
+
+def print_summary(results: list[BandResult]) -> int:
+    failed = 0
+    for r in results:
+        line = f"band {r.band_id}: {r.state}, {r.rows_written} rows written in {r.elapsed:.2f}s"
+        if r.attempts > 1:
+            line += f" ({r.attempts} attempts)"
+        if r.error and r.state is JobState.FAILED:
+            line += f": {r.error}"
+        print(line)
+        failed += r.state is not JobState.SUCCEEDED
+    total = sum(r.rows_written for r in results)
+    print(f"total: {total} rows written, {len(results) - failed} of {len(results)} bands succeeded")
+    return 1 if failed else 0

@@ -1,0 +1,71 @@
+"""The targets list with each target's counts and whether it is stuck, busy or idle."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, text
+
+from qsnap_gui.domain.codec import needs_repair_sql
+from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.engine.oban import targets_being_populated
+from qsnap_gui.store import locks
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    id: int
+    title: str
+    population_status: str
+    last_populated_at: datetime | None
+    population: int
+    missing: int
+    good: int
+    stuck: bool = False
+
+    @property
+    def coverage(self) -> float:
+        """Share of rows holding a well-formed snapshot (1.0 for an empty target)."""
+        return self.good / self.population if self.population else 1.0
+
+    @property
+    def status_label(self) -> str:
+        return "stuck (populating, no job running)" if self.stuck else self.population_status
+
+
+def list_targets(conn: Connection) -> list[TargetRow]:
+    rows = conn.execute(
+        text(
+            f"""
+            with pop as (
+                select b.target_id, count(*) as population,
+                       count(*) filter (where tp.matching_tags_snapshot is null) as missing,
+                       count(*) filter (where not ({needs_repair_sql("tp.matching_tags_snapshot")}))
+                           as good
+                from target_populations tp join target_bands b on b.id = tp.target_band_id
+                group by b.target_id
+            )
+            select t.id, t.title, t.population_status, t.last_populated_at,
+                   coalesce(p.population, 0), coalesce(p.missing, 0), coalesce(p.good, 0)
+            from targets t left join pop p on p.target_id = t.id
+            order by t.id
+            """
+        )
+    ).all()
+    populating = [r[0] for r in rows if r[2] == "populating"]
+    busy = locks.held_elsewhere(conn, locks.TARGET, populating) if populating else set()
+    if set(populating) - busy:
+        busy |= targets_being_populated(conn, set(populating) - busy)
+    return [TargetRow(*r, stuck=(r[2] == "populating" and r[0] not in busy)) for r in rows]
+
+
+def get_target(conn: Connection, target_id: int) -> TargetRow:
+    for row in list_targets_by_id(conn, [target_id]):
+        return row
+    raise UsageError(f"target {target_id} does not exist")
+
+
+def list_targets_by_id(conn: Connection, ids: list[int]) -> list[TargetRow]:
+    wanted = set(ids)
+    return [t for t in list_targets(conn) if t.id in wanted]
