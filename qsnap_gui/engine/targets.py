@@ -16,13 +16,18 @@ from qsnap_gui.store import locks
 @dataclass(frozen=True)
 class TargetRow:
     id: int
-    title: str
-    population_status: str
+    title: str | None
+    population_status: str | None
     last_populated_at: datetime | None
     population: int
     missing: int
     good: int
     stuck: bool = False
+
+    @property
+    def display_title(self) -> str:
+        """The title, or "(untitled #5)" for a target whose title is NULL."""
+        return self.title if self.title is not None else f"(untitled #{self.id})"
 
     @property
     def coverage(self) -> float:
