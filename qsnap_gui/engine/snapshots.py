@@ -20,83 +20,25 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from enum import StrEnum
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from qsnap_gui.domain.codec import needs_repair_sql
+from qsnap_gui.domain.jobs import (
+    DEFAULT_BATCH_SIZE,
+    MAX_ATTEMPTS,
+    BandResult,
+    CancelFlag,
+    Cancelled,
+    JobState,
+    Mode,
+    Progress,
+)
 from qsnap_gui.store import locks
 from qsnap_gui.store.db import server_reason
 
 log = logging.getLogger(__name__)
-
-DEFAULT_BATCH_SIZE = 500
-MAX_ATTEMPTS = 3
-
-
-class Mode(StrEnum):
-    MISSING = "missing"
-    REPAIR = "repair"
-    FORCE = "force"
-
-
-class JobState(StrEnum):
-    QUEUED = "queued"
-    WAITING = "waiting"
-    RUNNING = "running"
-    RETRYING = "retrying"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a band job stands; plain data so it can cross threads."""
-
-    band_id: int
-    state: JobState
-    rows_done: int = 0
-    rows_total: int = 0
-    batch: int = 0
-    batches: int = 0
-    elapsed: float = 0.0
-    attempt: int = 1
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class BandResult:
-    band_id: int
-    state: JobState
-    rows_written: int = 0
-    rows_total: int = 0
-    batches: int = 0
-    attempts: int = 1
-    elapsed: float = 0.0
-    error: str | None = None
-
-
-class CancelFlag:
-    """Set by the operator; checked between batches."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    def is_set(self) -> bool:
-        return self._event.is_set()
-
-    def wait(self, seconds: float) -> bool:
-        return self._event.wait(seconds)
-
-
-class Cancelled(Exception):
-    pass
 
 
 def mode_predicate(mode: Mode, column: str = "tp.matching_tags_snapshot") -> str:
