@@ -1,4 +1,8 @@
-"""``qsnap-gui``: the window under a qasync event loop, or one screenshot of it."""
+"""``qsnap-gui``: the window under a qasync event loop, or one screenshot of it.
+
+Qt is imported inside the functions, so that ``main`` can check the platform plugin's system
+libraries before Qt loads anything (a missing one aborts the process with signal 6).
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,14 @@ import argparse
 import asyncio
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import qasync
-from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QApplication
+from qsnap_gui.ui.platform_check import exit_if_missing
 
-from qsnap_gui.ui.icons import icon, style_sheet
-from qsnap_gui.ui.settings import APPLICATION, ORGANIZATION
-from qsnap_gui.ui.window import MainWindow
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
+
+    from qsnap_gui.ui.window import MainWindow
 
 SCREENSHOT_TIMEOUT_MS = 180_000
 SCREENSHOT_SIZE = (1440, 880)
@@ -37,6 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def make_app() -> QApplication:
+    from PySide6.QtWidgets import QApplication
+
+    from qsnap_gui.ui.icons import icon, style_sheet
+    from qsnap_gui.ui.settings import APPLICATION, ORGANIZATION
+
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
@@ -51,6 +60,8 @@ class Screenshot:
     """Saves the window once its data is on screen; the exit code says whether it worked."""
 
     def __init__(self, window: MainWindow, path: Path, app: QApplication) -> None:
+        from PySide6.QtCore import QTimer
+
         self.window, self.path, self.app = window, path, app
         self.exit_code = 1
         window.loaded.connect(self._loaded)
@@ -58,6 +69,8 @@ class Screenshot:
         QTimer.singleShot(SCREENSHOT_TIMEOUT_MS, self._timeout)
 
     def _loaded(self) -> None:
+        from PySide6.QtCore import QTimer
+
         self.window.loaded.disconnect(self._loaded)
         QTimer.singleShot(300, self._save)  # let the layout and the delegates settle
 
@@ -81,6 +94,11 @@ class Screenshot:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    exit_if_missing()
+    import qasync
+
+    from qsnap_gui.ui.window import MainWindow
+
     app = make_app()
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
