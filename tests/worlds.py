@@ -17,6 +17,8 @@ from qsnap_gui.store.schema import create_demo_schema
 T0 = datetime(2025, 1, 1, 12, 0, 0)
 
 TABLES = (
+    "ad_events",
+    "offers",
     "target_populations",
     "target_band_trait_groups",
     "trait_group_traits",
@@ -31,12 +33,20 @@ TABLES = (
 
 @dataclass
 class World:
-    traits: list[tuple[int, str, int | None, int | None]] = field(default_factory=list)
+    """traits: (id, name, display_order, parent); tags: (me_file, trait, value);
+    bands: (id, target, is bullseye, group ids); populations: (band, me_file);
+    offers and ad_events: (me_file, band, snapshot as JSON text or None), ids from 1 in order.
+    An ad event names the offer of its (me_file, band) if there is one, and its band's target.
+    """
+
+    traits: list[tuple[int, str, int, int | None]] = field(default_factory=list)
     me_files: list[int] = field(default_factory=list)
     tags: list[tuple[int, int, str | None]] = field(default_factory=list)
     groups: dict[int, list[int]] = field(default_factory=dict)
     bands: list[tuple[int, int, bool, list[int]]] = field(default_factory=list)
     populations: list[tuple[int, int]] = field(default_factory=list)
+    offers: list[tuple[int, int, str | None]] = field(default_factory=list)
+    ad_events: list[tuple[int, int, str | None]] = field(default_factory=list)
 
 
 def ensure_schema(engine: Engine) -> None:
@@ -55,15 +65,18 @@ def load_world(engine: Engine, world: World) -> None:
         for tid, name, order, parent in world.traits:
             conn.execute(
                 text(
-                    "insert into traits (id, trait_name, display_order, parent_trait_id, "
-                    "is_active, added_date, modified_date, added_by, modified_by) "
-                    "values (:i, :n, :o, :p, '1', :a, :a, 1, 1)"
+                    "insert into traits (id, trait_name, input_type, display_order, "
+                    "parent_trait_id, added_date, modified_date, added_by, modified_by) "
+                    "values (:i, :n, 'multi_select', :o, :p, :a, :a, 1, 1)"
                 ),
                 {"i": tid, "n": name, "o": order, "p": parent, **audit},
             )
         for mid in world.me_files:
             conn.execute(
-                text("insert into me_files values (:i, :n, :a, :a)"),
+                text(
+                    "insert into me_files (id, display_name, created_at, updated_at) "
+                    "values (:i, :n, :a, :a)"
+                ),
                 {"i": mid, "n": f"me {mid}", **audit},
             )
         for n, (mid, trait_id, value) in enumerate(world.tags, start=1):
@@ -127,6 +140,36 @@ def load_world(engine: Engine, world: World) -> None:
                     "updated_at) values (:b, :m, :a, :a)"
                 ),
                 {"b": band_id, "m": mid, **audit},
+            )
+        target_of = {b[0]: b[1] for b in world.bands}
+        offer_of: dict[tuple[int, int], int] = {}
+        for n, (mid, band_id, snapshot) in enumerate(world.offers, start=1):
+            conn.execute(
+                text(
+                    "insert into offers (id, campaign_id, me_file_id, media_run_id, "
+                    "media_piece_id, ad_phase_count_to_complete, target_band_id, offer_amt, "
+                    "marketer_cost_amt, created_at, updated_at, matching_tags_snapshot) "
+                    "values (:id, 1, :m, :id, 1, 3, :b, 0.5, 0.75, :a, :a, cast(:s as jsonb))"
+                ),
+                {"id": n, "m": mid, "b": band_id, "s": snapshot, **audit},
+            )
+            offer_of.setdefault((mid, band_id), n)
+        for n, (mid, band_id, snapshot) in enumerate(world.ad_events, start=1):
+            conn.execute(
+                text(
+                    "insert into ad_events (id, me_file_id, target_id, target_band_id, offer_id, "
+                    "created_at, updated_at, matching_tags_snapshot) "
+                    "values (:id, :m, :t, :b, :o, :a, :a, cast(:s as jsonb))"
+                ),
+                {
+                    "id": n,
+                    "m": mid,
+                    "t": target_of.get(band_id),
+                    "b": band_id,
+                    "o": offer_of.get((mid, band_id)),
+                    "s": snapshot,
+                    **audit,
+                },
             )
 
 
@@ -209,11 +252,20 @@ def reference_membership(conn: Connection, target_id: int) -> dict[int, int]:
 
 def table_digests(engine: Engine) -> dict[str, tuple[int, str]]:
     """Row count and a digest of every row of every table qsnap knows: "nothing written"."""
-    from qsnap_gui.store.tables import REQUIRED_COLUMNS
+    from qsnap_gui.store.tables import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
 
     out = {}
     with engine.connect() as conn:
-        for table in REQUIRED_COLUMNS:
+        present = set(
+            conn.execute(
+                text(
+                    "select tablename from pg_tables "
+                    "where schemaname = any(current_schemas(false)) and tablename = any(:t)"
+                ),
+                {"t": list(OPTIONAL_COLUMNS)},
+            ).scalars()
+        )
+        for table in [*REQUIRED_COLUMNS, *sorted(present)]:
             out[table] = tuple(
                 conn.execute(
                     text(

@@ -12,7 +12,7 @@ import random
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, Table, insert, text
@@ -31,7 +31,10 @@ from qsnap_gui.store.dsn import normalize_url
 from qsnap_gui.store.embedded import DEMO_DATABASE, create_database
 from qsnap_gui.store.schema import create_demo_schema, has_qlarius_tables
 from qsnap_gui.store.tables import (
+    AdEvent,
+    MeFile,
     MeFileTag,
+    Offer,
     Target,
     TargetBand,
     TargetBandTraitGroup,
@@ -43,9 +46,13 @@ from qsnap_gui.store.tables import (
 
 log = logging.getLogger(__name__)
 
+# tables bulk-loaded without their indexes
+BULK_TABLES = (TargetPopulation.__table__, Offer.__table__, AdEvent.__table__)
+
 BASE_TIME = datetime(2025, 3, 1, 9, 0, 0)
 
 # (parent name, display order, kind, children); kind: single answer, multi select or zip.
+INPUT_TYPES = {"single": "single_select", "multi": "multi_select", "zip": "single_select_zip"}
 CATALOGUE: list[tuple[str, int, str, list[str]]] = [
     ("Home Own/Rent", 1, "single", ["Own", "Rent", "Live with family"]),
     ("Home Zip Code", 1, "zip", []),
@@ -337,6 +344,10 @@ class DemoSpec:
     bands_per_target: int | None = None
     # benchmark worlds: target 1's outer band asks for any zip, so every me_file is a member
     broad: bool = False
+    # offers made from this many per mille of each band's populations (and from its first row)
+    offers_per_mille: int = 30
+    # the production cases of DOMAIN.md (NULLs, orphans, ties, odd links), on a target of their own
+    edge_cases: bool = False
 
 
 @dataclass(frozen=True)
@@ -347,6 +358,10 @@ class DemoStats:
     bands: int
     populations: int
     seconds: float
+    offers: int = 0
+    ad_events: int = 0
+    # edge case name -> the ids that hold it (see _insert_edge_catalogue and _populate_edge)
+    cases: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 ProgressFn = Callable[[str], None]
@@ -379,10 +394,10 @@ def generate_demo(
     say = progress or log.info
     started = time.monotonic()
     rng = random.Random(spec.seed)
-    populations = 0
+    edge: _Edge | None = None
     # On a wal_level=minimal server (the embedded one) a table created or truncated in the
     # transaction that fills it skips the WAL: the tags are loaded in the transaction that
-    # creates the schema, the populations in one that truncates their table first.
+    # creates the schema, the populations, offers and ad events in one that truncates them.
     with engine.begin() as conn:
         conn.execute(text("set local synchronous_commit = off"))
         create_demo_schema(conn, reset=reset)
@@ -390,46 +405,74 @@ def generate_demo(
         _insert_me_files(conn, spec)
         tags = _insert_tags(conn, spec, parents)
         targets = _insert_targets(conn, rng, spec, parents)
+        if spec.edge_cases:
+            edge = _insert_edge_catalogue(conn, spec, parents)
+            tags += edge.tags
     say(f"me_files: {spec.me_files}, tags: {tags} ({time.monotonic() - started:.1f}s)")
     _index_in_parallel(engine, MeFileTag.__table__, primary_key="me_file_tags_pkey")
     say(f"tags indexed ({time.monotonic() - started:.1f}s)")
     with engine.begin() as conn:
         conn.execute(text("set local synchronous_commit = off"))
         conn.execute(text(f"set local work_mem = '{STAGING_WORK_MEM}'"))
-        conn.execute(text("truncate target_populations"))
-        # populations too are written without their indexes, which are then built sorted
-        for index in TargetPopulation.__table__.indexes:
-            index.drop(conn)
+        conn.execute(text("truncate target_populations, offers, ad_events"))
+        # populations, offers and ad events are written without their indexes, which are
+        # then built sorted
+        for table in BULK_TABLES:
+            for index in table.indexes:
+                index.drop(conn)
         conn.execute(text("analyze"))
         for target_id, status in targets:
             if status == "not_populated":
                 continue
-            populations += _populate(conn, spec, target_id)
-            conn.execute(
-                text(
-                    "update targets set population_status = :s, last_populated_at = :at "
-                    "where id = :t"
-                ),
-                {"s": status, "t": target_id, "at": BASE_TIME + timedelta(days=target_id)},
-            )
+            _populate(conn, spec, target_id)
+            _mark_populated(conn, target_id, status)
             say(f"target {target_id}: populated ({time.monotonic() - started:.1f}s)")
+        if edge is not None:
+            _populate_edge(conn, spec, edge)
+            _mark_populated(conn, edge.target, "populated")
+        offers, ad_events = _insert_offers(conn, spec)
+        if edge is not None:
+            _insert_edge_offers(conn, edge)
+        say(f"offers: {offers}, ad events: {ad_events} ({time.monotonic() - started:.1f}s)")
         conn.execute(text("set local maintenance_work_mem = '512MB'"))
-        for index in TargetPopulation.__table__.indexes:
-            index.create(conn)
+        for table in BULK_TABLES:
+            for index in table.indexes:
+                index.create(conn)
         conn.execute(text(f"comment on table target_populations is '{DEMO_COMPLETE}'"))
-    conn_targets = [t for t, _status in targets]
     with engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         conn.execute(text("vacuum analyze"))
-        bands = conn.execute(text("select count(*) from target_bands")).scalar_one()
+        counts = conn.execute(
+            text(
+                "select (select count(*) from targets), (select count(*) from target_bands), "
+                "(select count(*) from target_populations), (select count(*) from offers), "
+                "(select count(*) from ad_events)"
+            )
+        ).one()
     stats = DemoStats(
-        spec.me_files, tags, len(conn_targets), bands, populations, time.monotonic() - started
+        spec.me_files,
+        tags,
+        counts[0],
+        counts[1],
+        counts[2],
+        time.monotonic() - started,
+        offers=counts[3],
+        ad_events=counts[4],
+        cases=dict(edge.cases) if edge else {},
     )
     say(
         f"demo data ready: {stats.me_files} me_files, {stats.tags} tags, {stats.targets} "
-        f"targets, {stats.bands} bands, {stats.populations} populations in {stats.seconds:.1f}s"
+        f"targets, {stats.bands} bands, {stats.populations} populations, {stats.offers} offers, "
+        f"{stats.ad_events} ad events in {stats.seconds:.1f}s"
     )
     return stats
+
+
+def _mark_populated(conn: Connection, target_id: int, status: str) -> None:
+    conn.execute(
+        text("update targets set population_status = :s, last_populated_at = :at where id = :t"),
+        {"s": status, "t": target_id, "at": BASE_TIME + timedelta(days=target_id)},
+    )
 
 
 def _index_in_parallel(engine: Engine, table: Table, *, primary_key: str) -> None:
@@ -486,8 +529,8 @@ def _insert_traits(conn: Connection, rng: random.Random, spec: DemoSpec) -> list
                 "trait_name": name,
                 "display_order": order,
                 "parent_trait_id": None,
-                "is_active": "1",
-                "input_type": kind,
+                "is_active": True,
+                "input_type": INPUT_TYPES[kind],
                 **_audit(BASE_TIME),
             }
         )
@@ -509,8 +552,8 @@ def _insert_traits(conn: Connection, rng: random.Random, spec: DemoSpec) -> list
                     "trait_name": value,
                     "display_order": child_order,
                     "parent_trait_id": parent_id,
-                    "is_active": "1",
-                    "input_type": None,
+                    "is_active": True,
+                    "input_type": INPUT_TYPES[kind],
                     **_audit(BASE_TIME),
                 }
             )
@@ -524,8 +567,8 @@ def _insert_traits(conn: Connection, rng: random.Random, spec: DemoSpec) -> list
             "trait_name": "Orphaned answer",
             "display_order": 1,
             "parent_trait_id": orphan_parent,
-            "is_active": "0",
-            "input_type": None,
+            "is_active": False,
+            "input_type": INPUT_TYPES["single"],
             **_audit(BASE_TIME),
         }
     )
@@ -569,13 +612,13 @@ def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> in
     """
     conn.execute(
         text(
-            "create temp table demo_parents (pid bigint primary key, kind text, ord int, salt int, "
+            "create temp table demo_parents (pid int primary key, kind text, ord int, salt int, "
             "n int, pct int) on commit drop"
         )
     )
     conn.execute(
         text(
-            "create temp table demo_children (pid bigint, idx int, trait_id bigint, val text, "
+            "create temp table demo_children (pid int, idx int, trait_id int, val text, "
             "primary key (pid, idx)) on commit drop"
         )
     )
@@ -780,25 +823,357 @@ def _insert_targets(
     return targets
 
 
-def _populate(conn: Connection, spec: DemoSpec, target_id: int) -> int:
+# The edge-case me_files (ids after the generated ones): name, and the bucket (per mille, see
+# SHAPED) their populations are shaped by. All have Loyalty "Gold", Colours "Red" and "Blue"
+# and one of three zips, except "pets only", which lacks all but Loyalty.
+EDGE_ME_FILES: tuple[tuple[str, int], ...] = (
+    ("zip tag NULL", 0),
+    ("zip tag empty", 0),
+    ("colour tags NULL and empty, orphan tags", 0),
+    ("snapshot with null values", 625),
+    ("deleted", 0),
+    ("loyalty only", 0),
+    ("snapshot empty object", 636),
+    ("never snapshotted", 700),
+)
+
+
+@dataclass
+class _Edge:
+    target: int
+    outer: int
+    bullseye: int
+    gone_band: int
+    me_files: tuple[int, ...]
+    ghost: int
+    tags: int
+    cases: dict[str, tuple[int, ...]]
+
+
+def _insert_edge_catalogue(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> _Edge:
+    """The production cases of DOMAIN.md on traits, groups, targets, bands, me_files and tags.
+
+    They live on traits of their own that no generated me_file has, so the edge target's
+    membership is exactly the hand-made me_files below, whatever the rest of the data.
+    Deleted rows are ids drawn from the sequence and never inserted.
+    """
+    at = BASE_TIME
+
+    def new(model: type, **row: object) -> int:
+        return conn.execute(insert(model).returning(model.id), row).scalar_one()
+
+    def gone(table: str) -> int:
+        return conn.execute(
+            text("select nextval(pg_get_serial_sequence(:t, 'id'))"), {"t": table}
+        ).scalar_one()
+
+    def trait(name: str, order: int, parent: int | None, kind: str) -> int:
+        return new(
+            Trait,
+            trait_name=name,
+            display_order=order,
+            parent_trait_id=parent,
+            is_active=True,
+            input_type=INPUT_TYPES[kind],
+            **_audit(at),
+        )
+
+    loyalty = trait("Loyalty Tier", 40, None, "single")
+    gold = trait("Gold", 1, loyalty, "single")
+    silver = trait("Silver", 2, loyalty, "single")
+    colours = trait("Favourite Colours", 40, None, "multi")
+    red = trait("Red", 1, colours, "multi")
+    blue = trait("Blue", 1, colours, "multi")
+    green = trait("Green", 2, colours, "multi")
+    gone_trait = gone("traits")
+    orphan = conn.execute(
+        text("select min(id) from traits where trait_name = 'Orphaned answer'")
+    ).scalar_one()
+    zip_parent = next(p for p in parents if p.kind == "zip")
+    zips = zip_parent.children[:3]
+    zip_values = dict(zip(zip_parent.children, zip_parent.values, strict=True))
+
+    def link_rows(model: type, rows: list[dict[str, object]]) -> tuple[int, ...]:
+        stamped = [{**row, "created_at": at, "updated_at": at} for row in rows]
+        return tuple(new(model, **row) for row in stamped)
+
+    def group(title: str | None, parent: int, trait_ids: list[int]) -> int:
+        gid = new(
+            TraitGroup,
+            title=title,
+            parent_trait_id=parent,
+            created_at=at,
+            updated_at=at,
+        )
+        link_rows(TraitGroupTrait, [{"trait_group_id": gid, "trait_id": t} for t in trait_ids])
+        return gid
+
+    g_loyalty = group(None, loyalty, [gold, silver])
+    g_colours = group("Favourite colours", colours, [red, blue, green, orphan, gone_trait])
+    g_zip = group("Three zips", zip_parent.id, list(zips))
+    g_gone = gone("trait_groups")
+
+    def band(target_id: int | None, title: str | None, bullseye: bool, groups: list) -> int:
+        bid = new(
+            TargetBand,
+            target_id=target_id,
+            title=title,
+            is_bullseye="1" if bullseye else "0",
+            created_at=at,
+            updated_at=at,
+        )
+        link_rows(
+            TargetBandTraitGroup, [{"target_band_id": bid, "trait_group_id": g} for g in groups]
+        )
+        return bid
+
+    def target(title: str | None, status: str | None) -> int:
+        return new(Target, title=title, population_status=status, created_at=at, updated_at=at)
+
+    edge_target = target(None, "not_populated")
+    outer = band(edge_target, "Ring 1", False, [g_loyalty])
+    tied = band(edge_target, None, False, [g_colours])
+    bullseye = band(edge_target, "Bullseye", True, [g_loyalty, g_colours, g_zip, g_zip, g_gone])
+    gone_band = gone("target_bands")
+    unknown = target("Edge: unknown status", None)
+    unknown_band = band(unknown, "Bullseye", True, [g_loyalty])
+    loose_band = band(None, "Band of no target", True, [g_loyalty])
+    null_trait_links = link_rows(
+        TraitGroupTrait,
+        [
+            {"trait_group_id": g_loyalty, "trait_id": None},
+            {"trait_group_id": None, "trait_id": gold},
+        ],
+    )
+    null_group_links = link_rows(
+        TargetBandTraitGroup,
+        [
+            {"target_band_id": unknown_band, "trait_group_id": None},
+            {"target_band_id": None, "trait_group_id": g_loyalty},
+        ],
+    )
+
+    first = spec.me_files + 1
+    me_files = tuple(range(first, first + len(EDGE_ME_FILES)))
+    ghost = first + len(EDGE_ME_FILES)
+    m_null_zip, m_empty_zip, m_colours, _, m_deleted, m_loyalty = me_files[:6]
+    conn.execute(
+        insert(MeFile),
+        [
+            {
+                "id": m,
+                "display_name": None if m == m_loyalty else f"Edge case: {name}",
+                "created_at": at,
+                "updated_at": at,
+            }
+            for m, (name, _bucket) in zip(me_files, EDGE_ME_FILES, strict=True)
+        ],
+    )
+    conn.execute(text("select setval(pg_get_serial_sequence('me_files', 'id'), :v)"), {"v": ghost})
+    null_values: list[int] = []
+    empty_values: list[int] = []
+    tags = 0
+    for n, m in enumerate((*me_files, ghost)):
+        zip_id = zips[n % len(zips)]
+        picks: list[tuple[int, str | None]] = [(gold, "Gold")]
+        if m != m_loyalty:
+            picks += [(red, "Red"), (blue, "Blue"), (zip_id, zip_values[zip_id])]
+        if m == m_null_zip:
+            picks[-1] = (zip_id, None)
+        elif m == m_empty_zip:
+            picks[-1] = (zip_id, "")
+        elif m == m_colours:
+            picks[1:3] = [(red, None), (blue, "")]
+            picks += [(orphan, "Orphaned answer"), (gone_trait, "Deleted trait")]
+        for trait_id, value in picks:
+            tag_id = new(MeFileTag, me_file_id=m, trait_id=trait_id, tag_value=value, **_audit(at))
+            tags += 1
+            if value is None:
+                null_values.append(tag_id)
+            elif value == "":
+                empty_values.append(tag_id)
+    cases = {
+        "untitled_target": (edge_target,),
+        "null_status_target": (unknown,),
+        "tied_rings": (outer, tied),
+        "untitled_band": (tied,),
+        "deleted_group_link": (bullseye, g_gone),
+        "duplicate_group_link": (bullseye, g_zip),
+        "band_without_target": (loose_band,),
+        "null_trait_group_links": null_trait_links,
+        "null_band_group_links": null_group_links,
+        "untitled_group": (g_loyalty,),
+        "tied_parents": (loyalty, colours),
+        "tied_children": (red, blue),
+        "orphan_child_trait": (orphan,),
+        "deleted_trait_in_group": (g_colours, gone_trait),
+        "null_tag_values": tuple(null_values),
+        "empty_tag_values": tuple(empty_values),
+        "ghost_me_file": (ghost,),
+        "nameless_me_file": (m_loyalty,),
+        "deleted_me_file": (m_deleted,),
+        "deleted_band": (gone_band,),
+    }
+    return _Edge(edge_target, outer, bullseye, gone_band, me_files, ghost, tags, cases)
+
+
+def _populate_edge(conn: Connection, spec: DemoSpec, edge: _Edge) -> None:
+    """The edge target's populations as the application made them, and the orphan rows.
+
+    Every edge me_file (and the ghost id, which has tags but no me_files row) is in the
+    Bullseye, except "loyalty only": of the two tied rings the application treats the lower
+    id as the outer one, and that me_file satisfies only it.
+    """
+    at = BASE_TIME + timedelta(days=edge.target)
+    m_null_zip, m_empty_zip, m_colours, m_null_values, m_deleted, m_loyalty, m_empty, m_never = (
+        edge.me_files
+    )
+    buckets = dict(zip(edge.me_files, (b for _name, b in EDGE_ME_FILES), strict=True))
+    members = {
+        edge.outer: [m_loyalty],
+        edge.bullseye: [m for m in (*edge.me_files, edge.ghost) if m != m_loyalty],
+    }
+    buckets[edge.ghost] = 700
+    for band_id, me_files in members.items():
+        conn.execute(
+            text(
+                "create temp table demo_band_rows (id int, me_file_id int, bucket int) "
+                "on commit drop"
+            )
+        )
+        conn.execute(
+            text("insert into demo_band_rows values (:m, :m, :b)"),
+            [{"m": m, "b": buckets[m]} for m in me_files],
+        )
+        _fill_band(conn, spec, band_id, len(me_files), at)
+    conn.execute(
+        text(
+            "update target_populations set matching_tags_snapshot = 'null'::jsonb "
+            "where target_band_id = :b and me_file_id = :m"
+        ),
+        {"b": edge.outer, "m": m_loyalty},
+    )
+    conn.execute(
+        text(
+            "insert into target_populations (target_band_id, me_file_id, created_at, "
+            "updated_at) values (:b, :m, :at, :at)"
+        ),
+        [
+            {"b": None, "m": m_null_zip, "at": at},
+            {"b": edge.bullseye, "m": None, "at": at},
+            {"b": edge.gone_band, "m": m_null_zip, "at": at},
+            {"b": edge.gone_band, "m": m_empty_zip, "at": at},
+        ],
+    )
+    conn.execute(text("delete from me_files where id = :m"), {"m": m_deleted})
+    rows = conn.execute(
+        text(
+            "select id, target_band_id, me_file_id from target_populations "
+            "where target_band_id = any(:bands) or target_band_id is null or me_file_id is null "
+            "order by id"
+        ),
+        {"bands": [edge.outer, edge.bullseye, edge.gone_band]},
+    ).all()
+
+    def pops(band: int | None, *me_files: int | None) -> tuple[int, ...]:
+        return tuple(r.id for r in rows if r.target_band_id == band and r.me_file_id in me_files)
+
+    edge.cases.update(
+        {
+            "true_null_values_snapshot": pops(edge.bullseye, m_null_zip, m_empty_zip, m_colours),
+            "null_values_snapshot": pops(edge.bullseye, m_null_values),
+            "deleted_me_file_populations": pops(edge.bullseye, m_deleted),
+            "json_null_snapshot": pops(edge.outer, m_loyalty),
+            "empty_object_snapshot": pops(edge.bullseye, m_empty),
+            "null_snapshot": pops(edge.bullseye, m_never),
+            "ghost_populations": pops(edge.bullseye, edge.ghost),
+            "population_null_band": pops(None, m_null_zip),
+            "population_null_me_file": pops(edge.bullseye, None),
+            "deleted_band_populations": pops(edge.gone_band, m_null_zip, m_empty_zip),
+        }
+    )
+
+
+def _insert_edge_offers(conn: Connection, edge: _Edge) -> None:
+    """Offers and ad events of the edge Bullseye: NULL as their population, NULL while it is
+    filled ("left NULL"), and copied; plus ad events without offer, target or band."""
+    at = BASE_TIME + timedelta(days=edge.target, hours=2)
+    m_null_zip, m_empty_zip, m_colours = edge.me_files[:3]
+    m_never = edge.me_files[7]
+    offer_ids = []
+    for m, copy in ((m_never, True), (m_null_zip, False), (m_empty_zip, True)):
+        offer_ids.append(
+            conn.execute(
+                text(
+                    """
+                    insert into offers (campaign_id, me_file_id, media_run_id, media_piece_id,
+                                        ad_phase_count_to_complete, target_band_id, offer_amt,
+                                        marketer_cost_amt, created_at, updated_at,
+                                        matching_tags_snapshot)
+                    select :t, :m, :t * 10 + 2, :t * 10 + 2, 3, :b, 0.50, 0.75, :at, :at,
+                           case when :copy then p.matching_tags_snapshot end
+                    from target_populations p where p.target_band_id = :b and p.me_file_id = :m
+                    returning id
+                    """
+                ),
+                {"t": edge.target, "m": m, "b": edge.bullseye, "at": at, "copy": copy},
+            ).scalar_one()
+        )
+    event_ids = []
+    for offer_id in offer_ids:
+        event_ids.append(
+            conn.execute(
+                text(
+                    """
+                    insert into ad_events (campaign_id, me_file_id, target_id, target_band_id,
+                                           offer_id, created_at, updated_at,
+                                           matching_tags_snapshot)
+                    select campaign_id, me_file_id, campaign_id, target_band_id, id, :at, :at,
+                           matching_tags_snapshot
+                    from offers where id = :o
+                    returning id
+                    """
+                ),
+                {"o": offer_id, "at": at},
+            ).scalar_one()
+        )
+    for target_id, band_id in ((edge.target, edge.bullseye), (None, None)):
+        event_ids.append(
+            conn.execute(
+                text(
+                    "insert into ad_events (me_file_id, target_id, target_band_id, created_at, "
+                    "updated_at) values (:m, :t, :b, :at, :at) returning id"
+                ),
+                {"m": m_colours, "t": target_id, "b": band_id, "at": at},
+            ).scalar_one()
+        )
+    edge.cases.update(
+        {
+            "offer_null_with_population_null": (offer_ids[0],),
+            "offer_left_null": (offer_ids[1],),
+            "offer_copied": (offer_ids[2],),
+            "ad_event_null_with_population_null": (event_ids[0],),
+            "ad_event_left_null": (event_ids[1],),
+            "ad_event_copied": (event_ids[2],),
+            "ad_event_without_offer": (event_ids[3],),
+            "ad_event_without_band": (event_ids[4],),
+        }
+    )
+
+
+def _populate(conn: Connection, spec: DemoSpec, target_id: int) -> None:
     """The target's populations by the DOMAIN.md rules, inserted with their snapshots.
 
     Per mille of each band: good envelopes for most rows, a few of every broken shape, the
     rest NULL. Each row is written once, snapshot included (a NULL insert and an update
-    per row cost twice as much). Returns how many rows the target got.
+    per row cost twice as much).
     """
     band_ids = outermost_first(conn, target_id)
     compute_membership(conn, band_ids)
     conn.execute(text("create index on qsnap_membership (band_id)"))
     bucket = f"({_h(spec.seed, 9, 'm.me_file_id * 64 + m.band_id')} % 1000)"
-    total = 0
+    at = BASE_TIME + timedelta(days=target_id)
     for band_id in band_ids:
-        # the band's traits and rows analysed on their own, and small bands read by lookup,
-        # as the engine does (the planner otherwise scans every tag for each band)
-        conn.execute(
-            text(f"create temp table demo_band_traits on commit drop as {BAND_TRAITS_SQL}"),
-            {"band": band_id},
-        )
         rows = conn.execute(
             text(
                 "create temp table demo_band_rows on commit drop as "
@@ -807,31 +1182,93 @@ def _populate(conn: Connection, spec: DemoSpec, target_id: int) -> int:
             ),
             {"band": band_id},
         ).rowcount
-        conn.execute(text("analyze demo_band_traits, demo_band_rows"))
-        lookup = rows < LOOKUP_SHARE * spec.me_files
-        tune_band_compute(conn, lookup)
-        select = snapshot_select_sql(
-            "select id, me_file_id from demo_band_rows where bucket < 640",
-            "demo_band_traits",
-            lookup=lookup,
-        )
-        conn.execute(
-            text(
-                "insert into target_populations (target_band_id, me_file_id, "
-                "matching_tags_snapshot, created_at, updated_at) "
-                f"select :band, r.id, {SHAPED}, :at, :at "
-                f"from demo_band_rows r left join ({select}) s on s.id = r.id"
-            ),
-            {"band": band_id, "at": BASE_TIME + timedelta(days=target_id)},
-        )
-        # the next target's membership reads through the trait_id index again
-        conn.execute(text("reset enable_indexscan"))
-        conn.execute(text("drop table demo_band_traits, demo_band_rows"))
-        total += rows
+        _fill_band(conn, spec, band_id, rows, at)
     conn.execute(
         text("drop table if exists qsnap_membership, qsnap_member_traits, qsnap_member_masks")
     )
-    return total
+
+
+def _fill_band(conn: Connection, spec: DemoSpec, band_id: int, rows: int, at: datetime) -> None:
+    """Insert the band's populations listed in demo_band_rows (id = me_file id, bucket)."""
+    # the band's traits and rows analysed on their own, and small bands read by lookup,
+    # as the engine does (the planner otherwise scans every tag for each band)
+    conn.execute(
+        text(f"create temp table demo_band_traits on commit drop as {BAND_TRAITS_SQL}"),
+        {"band": band_id},
+    )
+    conn.execute(text("analyze demo_band_traits, demo_band_rows"))
+    lookup = rows < LOOKUP_SHARE * spec.me_files
+    tune_band_compute(conn, lookup)
+    select = snapshot_select_sql(
+        "select id, me_file_id from demo_band_rows where bucket < 640",
+        "demo_band_traits",
+        lookup=lookup,
+    )
+    conn.execute(
+        text(
+            "insert into target_populations (target_band_id, me_file_id, "
+            "matching_tags_snapshot, created_at, updated_at) "
+            f"select :band, r.id, {SHAPED}, :at, :at "
+            f"from demo_band_rows r left join ({select}) s on s.id = r.id"
+        ),
+        {"band": band_id, "at": at},
+    )
+    # the next target's membership reads through the trait_id index again
+    conn.execute(text("reset enable_indexscan"))
+    conn.execute(text("drop table demo_band_traits, demo_band_rows"))
+
+
+def _insert_offers(conn: Connection, spec: DemoSpec) -> tuple[int, int]:
+    """Offers from a few populations of each band, and ad events from half of those offers.
+
+    As the application makes them: an offer copies its population's snapshot, but one made
+    while that snapshot was still NULL stayed NULL (also after the population was filled);
+    an ad event copies its offer's.
+    """
+    offers = conn.execute(
+        text(
+            f"""
+            insert into offers (campaign_id, me_file_id, media_run_id, media_piece_id,
+                                ad_phase_count_to_complete, target_band_id, offer_amt,
+                                marketer_cost_amt, is_payable, is_current, created_at,
+                                updated_at, matching_tags_snapshot)
+            select b.target_id, p.me_file_id, b.target_id * 10 + 1, b.target_id * 10 + 1, 3,
+                   p.target_band_id, 0.50, 0.75, true, true,
+                   p.created_at + interval '1 hour', p.created_at + interval '1 hour',
+                   case when {_h(spec.seed, 11, "p.id")} % 100 < 15 then null
+                        else p.matching_tags_snapshot end
+            from target_populations p
+            join target_bands b on b.id = p.target_band_id
+            where p.me_file_id is not null and b.target_id is not null
+              and ({_h(spec.seed, 10, "p.id")} % 1000 < :per_mille
+                   or p.id in (select min(id) from target_populations group by target_band_id))
+            """
+        ),
+        {"per_mille": spec.offers_per_mille},
+    ).rowcount
+    events = conn.execute(
+        text(
+            f"""
+            insert into ad_events (campaign_id, me_file_id, media_run_id, media_piece_id,
+                                   media_piece_phase_id, target_id, target_band_id, offer_id,
+                                   offer_bid_amt, is_payable, is_throttled, is_demo,
+                                   is_offer_complete, offer_marketer_cost_amt,
+                                   event_marketer_cost_amt, event_me_file_collect_amt,
+                                   event_sponster_collect_amt, ip_address, url, created_at,
+                                   updated_at, matching_tags_snapshot)
+            select o.campaign_id, o.me_file_id, o.media_run_id, o.media_piece_id, 1,
+                   o.campaign_id, o.target_band_id, o.id, o.offer_amt, true, false, false,
+                   false, o.marketer_cost_amt, 0.25, 0.25, 0.25,
+                   '203.0.113.' || (o.id % 250 + 1), 'https://example.com/demo-ad',
+                   o.created_at + interval '1 hour', o.created_at + interval '1 hour',
+                   case when {_h(spec.seed, 13, "o.id")} % 100 < 10 then null
+                        else o.matching_tags_snapshot end
+            from offers o
+            where {_h(spec.seed, 12, "o.id")} % 2 = 0
+            """
+        )
+    ).rowcount
+    return offers, events
 
 
 # the snapshot a demo row gets from its bucket (r.bucket, per mille) and good envelope (s.snap)
