@@ -131,7 +131,7 @@ def test_demo_refuses_foreign_tables_and_resets_its_own(empty_db_url, capsys):
         conn.execute(text("comment on table targets is 'qsnap demo database'"))
         conn.execute(
             text(
-                "insert into traits (id, trait_name, is_active, added_date, modified_date, added_by, modified_by) values (999999, 'x', '1', now(), now(), 1, 1)"
+                "insert into traits (id, trait_name, input_type, display_order, is_active, added_date, modified_date, added_by, modified_by) values (999999, 'x', 'single_select', 1, true, now(), now(), 1, 1)"
             )
         )
     assert run(capsys, "--dsn", empty_db_url, "demo", "--me-files", "300", "--reset")[0] == 0
