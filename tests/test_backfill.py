@@ -22,6 +22,7 @@ from qsnap_gui.cli import main
 from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine import backfill as bf
 from qsnap_gui.engine.backfill import Category
+from qsnap_gui.engine.runner import run_backfill
 from qsnap_gui.engine.snapshots import CancelFlag, JobState, Mode
 from tests.worlds import reference_snapshots
 
@@ -367,7 +368,7 @@ def test_measured_rate_is_a_real_measurement(db):
 def _run(database, include, target_ids=None, **options):
     with database.engine.connect() as conn:
         scan = bf.scan(conn, target_ids, bf.effective_categories(include), measure=False)
-    return scan, bf.run_bands(database.engine, bf.plan(scan, include), **options)
+    return scan, run_backfill(database.engine, bf.plan(scan, include), **options)
 
 
 def test_missing_only_leaves_broken_and_stale_rows_untouched(fresh_db):

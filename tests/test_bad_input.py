@@ -21,6 +21,7 @@ from qsnap_gui.cli import main
 from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine import backfill as bf
 from qsnap_gui.engine.inspection import band_population_page, inspect_me_file, search_me_files
+from qsnap_gui.engine.runner import run_backfill
 from qsnap_gui.engine.targets import get_target, list_targets
 from qsnap_gui.store.db import open_database
 from qsnap_gui.store.queries import list_bands, parse_id
@@ -411,7 +412,7 @@ def test_odd_names_survive_every_view_export_and_search(fresh_db, capsys, tmp_pa
     assert {r["target_title"] for r in json.loads(out)["bands"]} == {NAMES["target"]}
     with db.engine.connect() as conn:
         scan = bf.scan(conn, [1], measure=False)
-    outcomes = bf.run_bands(db.engine, bf.plan(scan))
+    outcomes = run_backfill(db.engine, bf.plan(scan))
     with bf.report_csv(outcomes, tmp_path / "report.csv").open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert rows and {r["target_title"] for r in rows} == {NAMES["target"]}

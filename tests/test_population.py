@@ -18,8 +18,8 @@ from qsnap_gui.engine.population import (
     RefreshFlow,
     apply_membership,
     depopulate,
-    refresh_population,
 )
+from qsnap_gui.engine.runner import refresh_population
 from qsnap_gui.engine.snapshots import JobState
 from qsnap_gui.engine.targets import list_targets
 from qsnap_gui.store.db import open_database
@@ -355,7 +355,9 @@ def test_stuck_target_is_shown_and_resumed(fresh_db):
         stuck = {t.id: t.stuck for t in list_targets(conn)}
     assert stuck[1] is True
     result = refresh_population(engine, 1, resume=True)
-    assert result.diff is None and {b.state for b in result.bands} == {JobState.SUCCEEDED}
+    # resume runs the membership step again: on a current membership its diff changes nothing
+    assert result.diff is not None and (result.diff.inserted, result.diff.deleted) == (0, 0)
+    assert {b.state for b in result.bands} == {JobState.SUCCEEDED}
     with engine.connect() as conn:
         t = [t for t in list_targets(conn) if t.id == 1][0]
         assert t.population_status == "populated" and not t.stuck and t.missing == 0

@@ -16,13 +16,13 @@ from hypothesis import strategies as st
 from sqlalchemy import event, text
 
 from qsnap_gui.engine import snapshots
+from qsnap_gui.engine.runner import snapshot_bands
 from qsnap_gui.engine.snapshots import (
     BandResult,
     CancelFlag,
     JobState,
     Mode,
     snapshot_band,
-    snapshot_bands,
     snapshot_select_sql,
 )
 from qsnap_gui.store import locks

@@ -6,9 +6,11 @@ import argparse
 import json
 import sys
 
+from qsnap_gui.cli.interrupt import Interrupts
 from qsnap_gui.cli.oban import backfill_oban_check, backfill_on_oban
 from qsnap_gui.cli.output import ProgressPrinter, print_summary, require_write, say, table
 from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.engine.runner import run_backfill
 from qsnap_gui.engine.snapshots import BandResult
 from qsnap_gui.store.db import (
     SNAPSHOT_PRIVILEGES,
@@ -100,19 +102,22 @@ def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
     if oban_info is not None:
         return backfill_on_oban(args, db, oban_info, plans, report)
     printer = ProgressPrinter()
-    outcomes = bf.run_bands(
-        db.engine,
-        plans,
-        workers=args.workers,
-        batch_size=args.batch_size,
-        progress=printer,
-        log_line=say if args.verbose else (lambda line: None),
-    )
+    with Interrupts() as interrupts:
+        outcomes = run_backfill(
+            db.engine,
+            plans,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            progress=printer,
+            log_line=say if args.verbose else (lambda line: None),
+            cancel=interrupts.cancel,
+        )
     printer.done()
+    stopped = interrupts.exit_code("run the same command again to fix the rest")
     if args.json:
         report["results"] = [o.to_json() for o in outcomes]
         print(json.dumps(report, ensure_ascii=False, indent=2))
-        return 1 if any(o.failed for o in outcomes) else 0
+        return stopped or (1 if any(o.failed for o in outcomes) else 0)
     if outcomes:
         print(
             table(
@@ -133,7 +138,7 @@ def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
                 ],
             )
         )
-    return print_summary(
+    code = print_summary(
         [
             BandResult(
                 o.band_id,
@@ -146,3 +151,4 @@ def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
             for o in outcomes
         ]
     )
+    return code if stopped is None else stopped

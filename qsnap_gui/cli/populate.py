@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from qsnap_gui.cli.interrupt import Interrupts
 from qsnap_gui.cli.oban import populate_on_oban
 from qsnap_gui.cli.output import ProgressPrinter, print_summary, require_write, say
 from qsnap_gui.domain.errors import UsageError
@@ -16,7 +17,7 @@ from qsnap_gui.store.db import (
 
 
 def cmd_populate(args: argparse.Namespace, db: Database) -> int:
-    from qsnap_gui.engine.population import refresh_population
+    from qsnap_gui.engine.runner import refresh_population
     from qsnap_gui.store.queries import parse_id
 
     target_id = parse_id(args.target_id, "target")
@@ -26,15 +27,17 @@ def cmd_populate(args: argparse.Namespace, db: Database) -> int:
     if args.engine == "oban":
         return populate_on_oban(args, db, target_id)
     printer = ProgressPrinter()
-    result = refresh_population(
-        db.engine,
-        target_id,
-        stage=say,
-        resume=args.resume,
-        batch_size=args.batch_size,
-        progress=printer,
-        log_line=say if args.verbose else (lambda line: None),
-    )
+    with Interrupts() as interrupts:
+        result = refresh_population(
+            db.engine,
+            target_id,
+            resume=args.resume,
+            batch_size=args.batch_size,
+            progress=printer,
+            stage=say,
+            log_line=say if args.verbose else (lambda line: None),
+            cancel=interrupts.cancel,
+        )
     printer.done()
     if result.diff:
         d = result.diff
@@ -44,7 +47,8 @@ def cmd_populate(args: argparse.Namespace, db: Database) -> int:
         )
     code = print_summary(result.bands) if result.bands else 0
     print(f"target {target_id} is now {result.status}")
-    return code
+    stopped = interrupts.exit_code(f"run `qsnap populate {target_id} --resume` to finish it")
+    return code if stopped is None else stopped
 
 
 def cmd_depopulate(args: argparse.Namespace, db: Database) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from qsnap_gui.cli.interrupt import Interrupts
 from qsnap_gui.cli.oban import snapshot_on_oban
 from qsnap_gui.cli.output import ProgressPrinter, print_summary, require_write, say
 from qsnap_gui.domain.errors import UsageError
@@ -16,7 +17,7 @@ from qsnap_gui.store.db import (
 
 def cmd_snapshot(args: argparse.Namespace, db: Database) -> int:
     from qsnap_gui.engine.population import outermost_first
-    from qsnap_gui.engine.snapshots import snapshot_bands
+    from qsnap_gui.engine.runner import snapshot_bands
     from qsnap_gui.store.queries import band_target, parse_id, require_target
 
     with db.engine.connect() as conn:
@@ -33,13 +34,17 @@ def cmd_snapshot(args: argparse.Namespace, db: Database) -> int:
     if args.engine == "oban":
         return snapshot_on_oban(args, db, band_ids)
     printer = ProgressPrinter()
-    results = snapshot_bands(
-        db.engine,
-        band_ids,
-        mode=Mode(args.mode),
-        batch_size=args.batch_size,
-        progress=printer,
-        log_line=say if args.verbose else (lambda line: None),
-    )
+    with Interrupts() as interrupts:
+        results = snapshot_bands(
+            db.engine,
+            band_ids,
+            mode=Mode(args.mode),
+            batch_size=args.batch_size,
+            progress=printer,
+            log_line=say if args.verbose else (lambda line: None),
+            cancel=interrupts.cancel,
+        )
     printer.done()
-    return print_summary(results)
+    code = print_summary(results)
+    stopped = interrupts.exit_code("run the same command again to snapshot the rest")
+    return code if stopped is None else stopped

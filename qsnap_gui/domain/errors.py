@@ -27,3 +27,11 @@ class JobFailed(QsnapError):
 
 class TargetBusy(QsnapError):
     """Another refresh of the same target holds its lock."""
+
+
+class RefreshInterrupted(QsnapError):
+    """Refresh Population stopped at its membership step; the message says what state it left."""
+
+
+class TargetLockLost(QsnapError):
+    """The session holding a target's refresh lock ended while the refresh ran."""

@@ -111,6 +111,7 @@ class JobInfo:
     started: float | None = None  # wall clock (time.time()) when a worker picked it up
     elapsed: float = 0.0
     error: str | None = None
+    note: str = ""  # what the job waits for right now (a lock held elsewhere), if anything
     parent: int | None = None
     children: tuple[int, ...] = ()
     result: object = None

@@ -6,20 +6,24 @@ Categories and the engine modes they use
 ----------------------------------------
 * **missing**: ``matching_tags_snapshot IS NULL``. Fixed in ``Mode.MISSING``, whose write guard
   touches NULL rows only.
-* **broken**: ``codec.needs_repair_sql`` minus NULL (bare array, legacy flat, empty object,
-  null values, invalid). Fixed in ``Mode.REPAIR``, whose guard also fills NULL rows, so
-  *broken implies missing*: ``effective_categories`` adds it, and the wizard shows it checked.
-* **stale**: a well-formed envelope that differs (as jsonb) from what
-  ``snapshots.snapshot_select_sql`` builds from the current tags. The engine has no
-  "stale only" mode: ``Mode.FORCE`` rewrites **every row of the band**. So *stale implies
-  missing and broken*, and in a band with at least one stale row the whole band is rewritten:
-  rows already current get the same snapshot value back with a new ``updated_at``
-  (``BandOutcome.rewritten_unchanged`` counts them). A band without stale rows runs in repair
-  or missing mode as above. This is the only case where a row outside the chosen categories
-  gets a new ``updated_at``, and only when stale was chosen.
+* **broken**: ``codec.broken_sql`` (bare array, legacy flat, empty object, JSON null, invalid,
+  and blank values where the me_file's tag on that trait has a value now). Fixed in
+  ``Mode.REPAIR``, whose guard also fills NULL rows, so *broken implies missing*:
+  ``effective_categories`` adds it, and the wizard shows it checked.
+* **stale**: a snapshot that is neither NULL nor broken and differs, up to the order of tied
+  entries (``codec.same_sql``), from what ``snapshots.snapshot_select_sql`` builds from the
+  current tags. Fixed in ``Mode.FORCE``, which considers every row of the band but writes only
+  those whose snapshot would change: *stale implies missing and broken*, and rows already
+  current keep their value and ``updated_at``.
+* **offers/ad events left NULL** (always counted where the tables exist and may be read):
+  offers and ad events whose snapshot is NULL while their population's is filled and not
+  broken. Every band job fills them (``snapshots.prepare_band`` and each batch), so a band with
+  nothing else to fix runs in ``Mode.MISSING`` for them.
 
 Rows outside the chosen scope keep their snapshot and ``updated_at``: with only missing chosen,
 broken and stale rows stay untouched; with missing and broken, stale rows stay untouched.
+Rows whose me_file is NULL are orphans: never counted here and never written. After a run,
+a new scan of the same categories finds nothing to fix (DOMAIN.md "Fixed point").
 
 The rate estimate
 -----------------
@@ -41,7 +45,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -50,7 +53,7 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from qsnap_gui.domain.codec import BROKEN_SHAPES, Shape, needs_repair_sql, shape_sql
+from qsnap_gui.domain.codec import BROKEN_SHAPES, broken_sql, good_sql, same_sql, shape_sql
 from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine.snapshots import (
     DEFAULT_BATCH_SIZE,
@@ -63,7 +66,7 @@ from qsnap_gui.engine.snapshots import (
     snapshot_band,
     snapshot_select_sql,
 )
-from qsnap_gui.store.queries import band_order
+from qsnap_gui.store.queries import band_order, carrier_tables, display_title
 
 
 class Category(StrEnum):
@@ -149,7 +152,8 @@ class BandRef:
 
 @dataclass(frozen=True)
 class ScanRow:
-    """Counts of one band. A category that was not checked is None (shown as "-")."""
+    """Counts of one band. A category that was not checked is None (shown as "-");
+    ``offers_left_null`` is None where neither offers nor ad_events exist (or may be read)."""
 
     target_id: int
     target_title: str
@@ -160,6 +164,7 @@ class ScanRow:
     broken: int | None = None
     stale: int | None = None
     shapes: Mapping[str, int] = field(default_factory=dict)
+    offers_left_null: int | None = None
 
     def count(self, category: Category | str) -> int:
         return getattr(self, Category(category).value) or 0
@@ -178,6 +183,7 @@ class ScanRow:
             "broken": self.broken,
             "stale": self.stale,
             "broken_shapes": dict(self.shapes),
+            "offers_left_null": self.offers_left_null,
         }
 
 
@@ -199,6 +205,7 @@ class ScanResult:
         rows = [r for r in self.rows if wanted is None or r.band_id in wanted]
         out = {"bands": len(rows), "population": sum(r.population for r in rows)}
         out.update({c.value: sum(r.count(c) for r in rows) for c in CATEGORIES})
+        out[OFFERS_LEFT_NULL] = sum(r.offers_left_null or 0 for r in rows)
         for shape in BROKEN_SHAPE_NAMES:
             out[shape] = sum(r.shapes.get(shape, 0) for r in rows)
         return out
@@ -223,7 +230,7 @@ class TargetChoice:
 def list_target_choices(conn: Connection) -> list[TargetChoice]:
     """Targets for the wizard's scope page: cheap, no population counts."""
     rows = conn.execute(text("select id, title, population_status from targets order by id")).all()
-    return [TargetChoice(int(i), t or "", s or "") for i, t, s in rows]
+    return [TargetChoice(int(i), display_title(i, t), s or "not_populated") for i, t, s in rows]
 
 
 def resolve_bands(conn: Connection, target_ids: Iterable[int] | None = None) -> list[BandRef]:
@@ -247,7 +254,7 @@ def resolve_bands(conn: Connection, target_ids: Iterable[int] | None = None) -> 
     bands: list[BandRef] = []
     for target_id, title in targets:
         bands.extend(
-            BandRef(target_id, title or "", b.id, b.label, b.title)
+            BandRef(target_id, display_title(target_id, title), b.id, b.label, b.title)
             for b in band_order(conn, target_id)
         )
     return bands
@@ -265,37 +272,85 @@ def band_ref(conn: Connection, band_id: int) -> BandRef:
     raise UsageError(f"band {band_id} does not exist")  # pragma: no cover - raced a delete
 
 
+OFFERS_LEFT_NULL = "offers_left_null"
+ME_FILE = "tp.me_file_id"
+
+# rows without a me_file are orphans, never written, so never counted as work
 POPULATION_SQL = """
     select tp.target_band_id, count(*) from target_populations tp
-    where tp.target_band_id = any(:ids) group by 1
+    where tp.target_band_id = any(:ids) and tp.me_file_id is not null group by 1
 """
 # Written literally as "IS NULL" next to the band filter so that a partial index
 # (where matching_tags_snapshot is null) serves it where one exists.
 MISSING_SQL = f"""
     select tp.target_band_id, count(*) from target_populations tp
-    where tp.target_band_id = any(:ids) and {COLUMN} is null group by 1
+    where tp.target_band_id = any(:ids) and {COLUMN} is null and tp.me_file_id is not null
+    group by 1
 """
 BROKEN_SQL = f"""
     select {shape_sql(COLUMN)} as shape, count(*) from target_populations tp
-    where tp.target_band_id = :band and {COLUMN} is not null and {needs_repair_sql(COLUMN)}
+    where tp.target_band_id = :band and tp.me_file_id is not null and {COLUMN} is not null
+      and {broken_sql(COLUMN, ME_FILE)}
     group by 1
 """
 CHUNK_SQL = """
     select max(id), count(*) from (
         select tp.id from target_populations tp
-        where tp.target_band_id = :band and tp.id > :after order by tp.id limit :n
+        where tp.target_band_id = :band and tp.me_file_id is not null and tp.id > :after
+        order by tp.id limit :n
     ) c
 """
 _STALE_ROWS = (
     "select tp.id, tp.me_file_id from target_populations tp "
     "where tp.target_band_id = :band and tp.id > :after and tp.id <= :upto "
-    f"and {COLUMN} is not null and not ({needs_repair_sql(COLUMN)})"
+    f"and tp.me_file_id is not null and {COLUMN} is not null "
+    f"and not ({broken_sql(COLUMN, ME_FILE)})"
 )
 STALE_SQL = f"""
     select count(*) from ({snapshot_select_sql(_STALE_ROWS)}) s
     join target_populations tp on tp.id = s.id
-    where tp.matching_tags_snapshot <> s.snap
+    where not ({same_sql("tp.matching_tags_snapshot", "s.snap")})
 """
+
+
+def _left_null_sql(table: str) -> str:
+    """A carrier table's rows still NULL beside a good snapshot of their population."""
+    return f"""
+        select c.target_band_id as band from {table} c
+        join target_populations tp
+          on tp.target_band_id = c.target_band_id and tp.me_file_id = c.me_file_id
+        where c.target_band_id = any(:ids) and c.matching_tags_snapshot is null
+          and {good_sql(COLUMN, ME_FILE)}
+    """
+
+
+def _readable_carriers(conn: Connection) -> tuple[str, ...]:
+    """The carrier tables this role may read (a read-only scan must not fail on them)."""
+    return tuple(
+        t
+        for t in carrier_tables(conn)
+        if conn.execute(
+            text(
+                "select has_column_privilege(cast(:t as regclass), 'me_file_id', 'SELECT') "
+                "and has_column_privilege(cast(:t as regclass), 'target_band_id', 'SELECT') "
+                "and has_column_privilege(cast(:t as regclass), 'matching_tags_snapshot', "
+                "'SELECT')"
+            ),
+            {"t": t},
+        ).scalar()
+    )
+
+
+def _offers_left_null(conn: Connection, band_ids: list[int]) -> dict[int, int] | None:
+    """Per band, offers and ad events left NULL; None where no carrier table can be read."""
+    tables = _readable_carriers(conn)
+    if not tables:
+        return None
+    union = " union all ".join(_left_null_sql(t) for t in tables)
+    counts = conn.execute(
+        text(f"select x.band, count(*) from ({union}) x group by 1"), {"ids": band_ids}
+    ).all()
+    return {band: 0 for band in band_ids} | dict(counts)
 
 
 @contextmanager
@@ -334,10 +389,7 @@ def _interruptible(conn: Connection, cancel: CancelFlag | None):
 def _broken_shapes(conn: Connection, band_id: int) -> dict[str, int]:
     shapes = dict.fromkeys(BROKEN_SHAPE_NAMES, 0)
     for shape, count in conn.execute(text(BROKEN_SQL), {"band": band_id}):
-        # A JSON null is not SQL NULL: missing mode skips it and repair rewrites it, so it
-        # counts as broken; shape_sql calls it "missing", shown here as invalid.
-        key = Shape.INVALID.value if shape == Shape.MISSING.value else shape
-        shapes[key] = shapes.get(key, 0) + count
+        shapes[shape] = shapes.get(shape, 0) + count
     return shapes
 
 
@@ -376,6 +428,7 @@ def _count_band(
     missing: int | None,
     cancel: CancelFlag | None,
     step: Callable[[int], None],
+    offers_left_null: int | None = None,
 ) -> ScanRow:
     broken = stale = None
     shapes: dict[str, int] = {}
@@ -397,6 +450,7 @@ def _count_band(
         broken,
         stale,
         shapes,
+        offers_left_null,
     )
 
 
@@ -432,6 +486,7 @@ def scan(
     with _interruptible(conn, cancel):
         populations = _populations(conn, ids) if ids else {}
         missing = _missing(conn, ids) if ids and Category.MISSING in include else {}
+        offers = _offers_left_null(conn, ids) if ids else None
     conn.commit()
     per_row = BROKEN_WORK * (Category.BROKEN in include) + STALE_WORK * (Category.STALE in include)
     total = sum(populations.values()) * per_row
@@ -458,6 +513,7 @@ def scan(
                 missing.get(ref.band_id, 0) if Category.MISSING in include else None,
                 cancel,
                 step,
+                None if offers is None else offers[ref.band_id],
             )
         )
     report(total, total, "done")
@@ -479,6 +535,7 @@ def band_counts(
     ref = band_ref(conn, band_id)
     populations = _populations(conn, [band_id])
     missing = _missing(conn, [band_id]) if Category.MISSING in include else {}
+    offers = _offers_left_null(conn, [band_id])
     conn.commit()
     return _count_band(
         conn,
@@ -488,6 +545,7 @@ def band_counts(
         missing.get(band_id, 0) if Category.MISSING in include else None,
         cancel,
         lambda units: None,
+        None if offers is None else offers[band_id],
     )
 
 
@@ -502,6 +560,9 @@ def mode_for(row: ScanRow, categories: Iterable[Category | str]) -> Mode | None:
     if Category.BROKEN in cats and row.count(Category.BROKEN):
         return Mode.REPAIR
     if Category.MISSING in cats and row.count(Category.MISSING):
+        return Mode.MISSING
+    if row.offers_left_null:
+        # every band job fills its offers and ad events left NULL; this one writes no row
         return Mode.MISSING
     return None
 
@@ -651,8 +712,21 @@ class BandOutcome:
         return self.after.count(category)
 
     @property
+    def offers_fixed(self) -> int | None:
+        """Offers and ad events left NULL that hold a snapshot now; None when not counted."""
+        if self.after is None or self.before.offers_left_null is None:
+            return None
+        return max(0, self.before.offers_left_null - (self.after.offers_left_null or 0))
+
+    @property
+    def offers_remaining(self) -> int | None:
+        return None if self.after is None else self.after.offers_left_null
+
+    @property
     def rewritten_unchanged(self) -> int:
-        """Force mode: rows rewritten although they were not in any category (same value)."""
+        """Force mode: rows rewritten although they were in no category. The engine leaves a
+        row whose snapshot would not change alone, so this stays 0 unless a row changed
+        between the counts and the job."""
         if self.mode is not Mode.FORCE:
             return 0
         fixed = sum(self.fixed(c) or 0 for c in CATEGORIES)
@@ -670,6 +744,11 @@ class BandOutcome:
             "fixed": {c.value: self.fixed(c) for c in CATEGORIES if self.fixed(c) is not None},
             "remaining": {
                 c.value: self.remaining(c) for c in CATEGORIES if self.remaining(c) is not None
+            },
+            OFFERS_LEFT_NULL: {
+                "before": self.before.offers_left_null,
+                "fixed": self.offers_fixed,
+                "remaining": self.offers_remaining,
             },
             "rows_written": self.rows_written,
             "rewritten_unchanged": self.rewritten_unchanged,
@@ -754,32 +833,6 @@ def run_band(
     return outcome_from_result(before, mode, result, after, cats)
 
 
-def run_bands(
-    engine: Engine,
-    plans: Iterable[BandPlan],
-    *,
-    workers: int | None = 4,
-    **options,
-) -> list[BandOutcome]:
-    """Run the planned band jobs in parallel threads (one connection each), in plan order."""
-    plans = list(plans)
-    if not plans:
-        return []
-    cancel = options.pop("cancel", None) or CancelFlag()
-    with ThreadPoolExecutor(max_workers=min(len(plans), workers or len(plans))) as pool:
-        futures = [
-            pool.submit(
-                run_band, engine, p.band_id, p.categories, before=p.row, cancel=cancel, **options
-            )
-            for p in plans
-        ]
-        try:
-            return [f.result() for f in futures]
-        except BaseException:  # Ctrl-C: the jobs stop after their batch in flight
-            cancel.cancel()
-            raise
-
-
 # --- report -----------------------------------------------------------------------------------
 
 REPORT_COLUMNS = [
@@ -791,6 +844,7 @@ REPORT_COLUMNS = [
     "state",
     "attempts",
     *(f"{c.value}_{what}" for c in CATEGORIES for what in ("before", "fixed", "remaining")),
+    *(f"{OFFERS_LEFT_NULL}_{what}" for what in ("before", "fixed", "remaining")),
     "rows_written",
     "rewritten_unchanged",
     "duration_seconds",
@@ -823,6 +877,9 @@ def report_csv(results: Iterable[BandOutcome], path: str | Path) -> Path:
                     r.state.value,
                     r.attempts,
                     *per_category,
+                    _cell(r.before.offers_left_null),
+                    _cell(r.offers_fixed),
+                    _cell(r.offers_remaining),
                     r.rows_written,
                     r.rewritten_unchanged,
                     f"{r.duration:.3f}",

@@ -8,11 +8,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import DBAPIError
 
-from qsnap_gui.domain.errors import TargetBusy, UsageError
-from qsnap_gui.engine.snapshots import BandResult, JobState, Mode, snapshot_bands
+from qsnap_gui.domain.errors import RefreshInterrupted, TargetBusy, TargetLockLost, UsageError
+from qsnap_gui.domain.jobs import BandResult, JobState
+from qsnap_gui.engine.oban import targets_being_populated
+from qsnap_gui.engine.snapshots import describe_failure
 from qsnap_gui.store import locks
-from qsnap_gui.store.queries import band_order, require_target
+from qsnap_gui.store.db import server_reason
+from qsnap_gui.store.queries import band_order, refresh_order, require_target
 
 log = logging.getLogger(__name__)
 
@@ -44,16 +48,22 @@ class RefreshResult:
 
 
 def outermost_first(conn: Connection, target_id: int) -> list[int]:
-    return [b.id for b in reversed(band_order(conn, target_id))]
+    """Refresh Population's band order: fewest groups first, then lower id first."""
+    return [b.id for b in refresh_order(band_order(conn, target_id))]
 
 
 MEMBERSHIP_SQL = """
     with bands as (
         select band_id, idx from unnest(cast(:band_ids as bigint[])) with ordinality as u(band_id, idx)
     ),
+    links as (
+        select distinct bg.target_band_id as band_id, g.id as trait_group_id
+        from target_band_trait_groups bg join trait_groups g on g.id = bg.trait_group_id
+        where bg.target_band_id = any(cast(:band_ids as bigint[]))
+    ),
     wanted as (
-        select b.band_id, b.idx - 1 as idx, count(distinct bg.trait_group_id) as ngroups
-        from bands b left join target_band_trait_groups bg on bg.target_band_id = b.band_id
+        select b.band_id, b.idx - 1 as idx, count(l.trait_group_id) as ngroups
+        from bands b left join links l on l.band_id = b.band_id
         group by b.band_id, b.idx
     ),
     groups_met as (
@@ -63,10 +73,7 @@ MEMBERSHIP_SQL = """
     hits as (
         select g.me_file_id, bg.band_id, count(*) as n
         from groups_met g
-        join (select distinct target_band_id as band_id, trait_group_id
-              from target_band_trait_groups
-              where target_band_id = any(cast(:band_ids as bigint[]))) bg
-          on bg.trait_group_id = g.trait_group_id
+        join links bg on bg.trait_group_id = g.trait_group_id
         group by g.me_file_id, bg.band_id
     ),
     sat as (
@@ -86,7 +93,6 @@ MEMBERSHIP_SQL = """
     select l.me_file_id, w.band_id
     from levels l
     join wanted w on w.idx = l.level - 1
-    where exists (select 1 from me_files f where f.id = l.me_file_id)
 """
 
 
@@ -113,7 +119,7 @@ EVERY_TAGGED_SQL = f"""
 LEVELS_SQL = """
     select l.me_file_id, (cast(:band_ids as bigint[]))[l.level] as band_id
     from (select m.me_file_id, {level} as level from qsnap_member_masks m) l
-    where l.level > 0 and exists (select 1 from me_files f where f.id = l.me_file_id)
+    where l.level > 0
 """
 
 
@@ -121,8 +127,9 @@ def _band_masks(conn: Connection, band_ids: list[int]) -> tuple[dict[int, int], 
     """Each group's bit, and each band's mask of the groups it requires (outermost first)."""
     pairs = conn.execute(
         text(
-            "select target_band_id, trait_group_id from target_band_trait_groups "
-            "where target_band_id = any(cast(:band_ids as bigint[]))"
+            "select distinct bg.target_band_id, g.id from target_band_trait_groups bg "
+            "join trait_groups g on g.id = bg.trait_group_id "
+            "where bg.target_band_id = any(cast(:band_ids as bigint[]))"
         ),
         {"band_ids": band_ids},
     ).all()
@@ -202,6 +209,7 @@ DIFF_SQL = f"""
     with gone as (
         delete from target_populations tp
         where tp.target_band_id = any(cast(:band_ids as bigint[]))
+          and tp.me_file_id is not null
           and not exists (select 1 from qsnap_membership m
                           where m.me_file_id = tp.me_file_id and m.band_id = tp.target_band_id)
         returning tp.me_file_id
@@ -230,9 +238,7 @@ def lock_bands(conn: Connection, band_ids: list[int]) -> None:
     together on one band they can deadlock, so bulk writes wait for the band jobs instead.
     """
     for band_id in sorted(band_ids):
-        conn.execute(
-            text("select pg_advisory_xact_lock(:k)"), {"k": locks.key(locks.BAND, band_id)}
-        )
+        locks.xact_lock(conn, locks.BAND, band_id)
 
 
 def apply_membership(conn: Connection, target_id: int) -> DiffCounts:
@@ -286,6 +292,28 @@ class TargetLock:
         self.conn.commit()
         return self
 
+    def ensure_held(self) -> None:
+        """Fail clearly when the lock's session has ended (terminated by an admin, a timeout).
+
+        Another qsnap would then see the target as free and could refresh it at the same time.
+        """
+        assert self.conn is not None
+        try:
+            held = locks.held_by_me(self.conn, locks.TARGET, self.target_id)
+            self.conn.commit()
+        except DBAPIError as exc:
+            self.conn.invalidate()
+            raise TargetLockLost(
+                f"target {self.target_id}: the session holding its refresh lock has ended "
+                f"({server_reason(exc)}); the target is left populating: run "
+                f"`qsnap populate {self.target_id} --resume`"
+            ) from None
+        if not held:
+            raise TargetLockLost(
+                f"target {self.target_id}: its refresh lock is no longer held; the target is "
+                f"left populating: run `qsnap populate {self.target_id} --resume`"
+            )
+
     def __exit__(self, *exc) -> None:
         assert self.conn is not None
         if not self.conn.invalidated:
@@ -301,12 +329,37 @@ class TargetLock:
 StageFn = Callable[[str], None]
 
 
+def refuse_if_application_refreshing(engine: Engine, target_id: int) -> None:
+    """The application's own PopulateTargetWorker job for the target means it is busy there."""
+    with engine.connect() as conn:
+        if targets_being_populated(conn, [target_id]):
+            raise TargetBusy(
+                f"target {target_id} is being refreshed by the Qlarius application "
+                "(a PopulateTargetWorker job is queued or running); try again when it has ended"
+            )
+
+
+def _set_status_durably(
+    engine: Engine, target_id: int, status: str, *, stamp: bool = False
+) -> None:
+    """A status flip is committed synchronously: once reported, a server crash cannot undo it.
+
+    A synchronous commit also flushes every earlier (asynchronous) batch commit of the jobs.
+    """
+    with engine.begin() as conn:
+        conn.execute(text("set local synchronous_commit = on"))
+        set_status(conn, target_id, status, stamp=stamp)
+
+
 class RefreshFlow:
-    """Refresh Population in steps, so the window can run the band jobs on its own pool.
+    """Refresh Population in steps, so that band jobs run on the runner's threads between them.
 
     ``start`` takes the target lock, marks the target populating and applies the membership
-    diff; the caller snapshots ``band_ids``; ``finish`` marks it populated whatever the band
-    jobs did, and releases the lock. ``resume`` skips the membership step (stuck targets).
+    diff (DOMAIN.md steps 1-3); the runner then snapshots ``band_ids`` (step 4); ``finish``
+    marks it populated whatever the band jobs did (step 5), or, for a refresh the operator
+    cancelled, leaves it populating, and releases the lock. ``resume`` (a target stuck in
+    populating) runs the same steps: the diff of a membership that is already current changes
+    nothing, and qsnap cannot know whether an interrupted refresh got past its diff.
     """
 
     def __init__(
@@ -319,55 +372,109 @@ class RefreshFlow:
         self.band_ids: list[int] = []
         self.title = ""
         self.diff: DiffCounts | None = None
+        self.status_after: str | None = None
         self._lock: TargetLock | None = None
 
     def start(self) -> DiffCounts | None:
         with self.engine.connect() as conn:
-            self.title = require_target(conn, self.target_id)
+            title = require_target(conn, self.target_id)
+            self.title = title if title is not None else f"(untitled #{self.target_id})"
             self.band_ids = outermost_first(conn, self.target_id)
-            status = conn.execute(
-                text("select population_status from targets where id = :t"), {"t": self.target_id}
-            ).scalar()
+            status, timeout = conn.execute(
+                text(
+                    "select population_status, current_setting('statement_timeout') "
+                    "from targets where id = :t"
+                ),
+                {"t": self.target_id},
+            ).one()
+        status = status or "not_populated"
+        self.status_after = status
         if self.resume and status != "populating":
             raise UsageError(
                 f"target {self.target_id} is {status}, not stuck in populating: nothing to resume"
             )
         self._lock = TargetLock(self.engine, self.target_id, self.title).__enter__()
         try:
-            if self.resume:
-                self.say(f"resuming target {self.target_id} ({self.title}): snapshot stage")
-                return None
+            refuse_if_application_refreshing(self.engine, self.target_id)
             if not self.band_ids:
                 return None
-            with self.engine.begin() as conn:
-                set_status(conn, self.target_id, "populating")
-            self.say(
-                f"target {self.target_id} ({self.title}): computing membership of "
-                f"{len(self.band_ids)} bands"
-            )
-            try:
-                with self.engine.begin() as conn:
-                    self.diff = apply_membership(conn, self.target_id)
-            except Exception:
-                with self.engine.begin() as conn:
-                    set_status(conn, self.target_id, status or "not_populated")
-                raise
+            verb = "resuming" if self.resume else "computing membership of"
+            _set_status_durably(self.engine, self.target_id, "populating")
+            self.status_after = "populating"
+            self.say(f"target {self.target_id} ({self.title}): {verb} {len(self.band_ids)} bands")
+            self.diff = self._apply_membership(status, timeout)
             d = self.diff
             self.say(
                 f"membership: {d.kept} kept, {d.inserted} inserted, {d.deleted} deleted, "
                 f"{d.moved} moved"
             )
             return self.diff
-        except Exception:
+        except BaseException:
             self.release()
             raise
 
-    def finish(self) -> str:
-        """Flip the status once every band job has ended; returns the new status."""
+    def _apply_membership(self, previous: str, timeout: str) -> DiffCounts:
+        """Step 2-3 in one transaction. Once its COMMIT is sent, an error leaves the target
+        populating (the diff may have been applied); before that, the old status comes back."""
+        assert self._lock is not None
+        self._lock.ensure_held()
+        commit_sent = False
         try:
+            with self.engine.connect() as conn:
+                trans = conn.begin()
+                diff = apply_membership(conn, self.target_id)
+                commit_sent = True
+                trans.commit()
+            return diff
+        except DBAPIError as exc:
+            reason = describe_failure(exc, timeout, "computing the membership")
+            if commit_sent or self.resume:
+                raise RefreshInterrupted(
+                    f"target {self.target_id}: {reason} while committing the membership; the "
+                    "refresh may have been applied: the target is left populating, run "
+                    f"`qsnap populate {self.target_id} --resume`"
+                ) from exc
+            try:
+                _set_status_durably(self.engine, self.target_id, previous)
+                self.status_after = previous
+            except DBAPIError as again:
+                raise RefreshInterrupted(
+                    f"target {self.target_id}: {reason}; restoring its status failed too "
+                    f"({server_reason(again)}): the target is left populating, run "
+                    f"`qsnap populate {self.target_id} --resume`"
+                ) from exc
+            raise RefreshInterrupted(
+                f"target {self.target_id}: {reason}; nothing was changed (status back to "
+                f"{previous})"
+            ) from exc
+
+    def band_labels(self) -> dict[int, str]:
+        """Bullseye / Ring N per band id; empty when that read fails (the job goes on)."""
+        try:
+            with self.engine.connect() as conn:
+                return {b.id: b.label for b in band_order(conn, self.target_id)}
+        except DBAPIError:
+            return {}
+
+    def finish(self, *, cancelled: bool = False) -> str:
+        """Step 5 once every band job has ended; returns the target's status now.
+
+        A refresh the operator cancelled leaves the target populating (shown as stuck and
+        resumable); a failed band job does not hold the flip back.
+        """
+        try:
+            if cancelled and self.band_ids:
+                self.say(
+                    f"target {self.target_id}: refresh cancelled; left populating, run "
+                    f"`qsnap populate {self.target_id} --resume` to finish it"
+                )
+                self.status_after = "populating"
+                return "populating"
             status = "populated" if self.band_ids else "not_populated"
-            with self.engine.begin() as conn:
-                set_status(conn, self.target_id, status, stamp=bool(self.band_ids))
+            if self._lock is not None:
+                self._lock.ensure_held()
+            _set_status_durably(self.engine, self.target_id, status, stamp=bool(self.band_ids))
+            self.status_after = status
             if self.band_ids:
                 self.say(f"target {self.target_id} populated")
             else:
@@ -380,25 +487,6 @@ class RefreshFlow:
         if self._lock is not None:
             self._lock.__exit__(None, None, None)
             self._lock = None
-
-
-def refresh_population(
-    engine: Engine,
-    target_id: int,
-    *,
-    stage: StageFn | None = None,
-    resume: bool = False,
-    **snapshot_options,
-) -> RefreshResult:
-    """Run Refresh Population (or, with resume, only the snapshot stage and the status step)."""
-    flow = RefreshFlow(engine, target_id, resume=resume, say=stage)
-    diff = flow.start()
-    try:
-        flow.say(f"snapshotting {len(flow.band_ids)} bands in parallel")
-        results = snapshot_bands(engine, flow.band_ids, mode=Mode.MISSING, **snapshot_options)
-    finally:
-        status = flow.finish()
-    return RefreshResult(target_id, diff, results, status=status)
 
 
 def depopulate(engine: Engine, target_id: int) -> int:

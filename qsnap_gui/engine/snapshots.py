@@ -18,13 +18,13 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import weakref
+from collections.abc import Callable
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from qsnap_gui.domain.codec import needs_repair_sql
+from qsnap_gui.domain.codec import broken_sql, good_sql, same_sql
 from qsnap_gui.domain.jobs import (
     DEFAULT_BATCH_SIZE,
     MAX_ATTEMPTS,
@@ -37,23 +37,37 @@ from qsnap_gui.domain.jobs import (
 )
 from qsnap_gui.store import locks
 from qsnap_gui.store.db import server_reason
+from qsnap_gui.store.interrupt import backend_pid, interrupt_on, lock_waits
+from qsnap_gui.store.queries import carrier_tables
 
 log = logging.getLogger(__name__)
 
 
-def mode_predicate(mode: Mode, column: str = "tp.matching_tags_snapshot") -> str:
+def mode_predicate(
+    mode: Mode, column: str = "tp.matching_tags_snapshot", me_file: str = "tp.me_file_id"
+) -> str:
+    """The rows a mode writes: NULL; NULL and broken; every row."""
     if mode is Mode.MISSING:
         return f"{column} is null"
     if mode is Mode.REPAIR:
-        return needs_repair_sql(column)
+        return f"({column} is null or {broken_sql(column, me_file)})"
     return "true"
+
+
+def write_guard(mode: Mode, new: str) -> str:
+    """The mode's rows, checked again as each batch writes; force mode also leaves alone a
+    row whose stored snapshot equals the new one up to ties (its updated_at does not move)."""
+    if mode is Mode.FORCE:
+        return f"not ({same_sql('tp.matching_tags_snapshot', new)})"
+    return mode_predicate(mode)
 
 
 BAND_TRAITS_SQL = """
     select distinct t.id as trait_id, t.display_order as tdo,
            p.id as pid, p.trait_name as pname, p.display_order as pdo
     from target_band_trait_groups g
-    join trait_group_traits gt on gt.trait_group_id = g.trait_group_id
+    join trait_groups tg on tg.id = g.trait_group_id
+    join trait_group_traits gt on gt.trait_group_id = tg.id
     join traits t on t.id = gt.trait_id
     join traits p on p.id = t.parent_trait_id
     where g.target_band_id = :band
@@ -130,6 +144,9 @@ STAGE_TABLE = "qsnap_band_snapshots"
 TRAITS_TABLE = "qsnap_band_traits"
 ROWS_TABLE = "qsnap_band_rows"
 
+# The tables that carry a copy of the population's snapshot (DOMAIN.md "Offers and ad events")
+CARRIERS = ("offers", "ad_events")
+
 APPLY_SQL = f"""
     with b as (
         select id, snap from {STAGE_TABLE} where id > :last order by id limit :n
@@ -139,20 +156,97 @@ APPLY_SQL = f"""
             updated_at = date_trunc('second', clock_timestamp() at time zone 'UTC')
         from b
         where tp.id = b.id and tp.target_band_id = :band and {{guard}}
-        returning 1
-    )
+        returning tp.id, tp.me_file_id, tp.matching_tags_snapshot as snap
+    ){{carry}}
     select (select max(id) from b), (select count(*) from u)
 """
 
-
+# one row per population written, so the cursor's rowcount is the rows written
 WRITE_SQL = """
-    update target_populations tp
-    set matching_tags_snapshot = cast(v.snap as jsonb),
-        updated_at = date_trunc('second', clock_timestamp() at time zone 'UTC')
-    from unnest(cast(cast(:ids as text) as bigint[]), cast(cast(:snaps as text) as text[]))
-         as v(id, snap)
-    where tp.id = v.id and tp.target_band_id = :band and {guard}
+    with v as (
+        select * from unnest(cast(cast(:ids as text) as bigint[]),
+                             cast(cast(:snaps as text) as text[])) as v(id, snap)
+    ), u as (
+        update target_populations tp
+        set matching_tags_snapshot = cast(v.snap as jsonb),
+            updated_at = date_trunc('second', clock_timestamp() at time zone 'UTC')
+        from v
+        where tp.id = v.id and tp.target_band_id = :band and {guard}
+        returning tp.id, tp.me_file_id, tp.matching_tags_snapshot as snap
+    ){carry}
+    select 1 from u
 """
+
+
+def fill_carrier_sql(table: str) -> str:
+    """Fill the band's offers or ad events still NULL beside a good snapshot of a population
+    that the job will not write (those are carried by the batches)."""
+    return f"""
+    update {table} c set matching_tags_snapshot = tp.matching_tags_snapshot
+    from target_populations tp
+    where tp.target_band_id = :band and c.target_band_id = :band
+      and c.me_file_id = tp.me_file_id and c.matching_tags_snapshot is null
+      and not exists (select 1 from {ROWS_TABLE} r where r.id = tp.id)
+      and {good_sql("tp.matching_tags_snapshot", "tp.me_file_id")}
+    """
+
+
+_carriers: weakref.WeakKeyDictionary[Engine, tuple[str, ...]] = weakref.WeakKeyDictionary()
+
+
+def carry_sql(tables: tuple[str, ...], unchanged_from: str | None = None) -> str:
+    """CTEs copying the snapshots written by CTE ``u`` (me_file_id, snap) into the NULL
+    snapshots of the same (me_file, band)'s offers and ad events; nothing else of those rows
+    changes. The join is on (me_file_id, target_band_id), one batch's rows at a time.
+
+    With ``unchanged_from`` (the batch's CTE of (id, ...)), a row of the batch that ``u`` left
+    alone because its snapshot is already right (force mode) passes its stored one on.
+    """
+    if not tables:
+        return ""
+    source = "u"
+    out = ""
+    if unchanged_from is not None:
+        source = "w"
+        out = f""", w as (
+        select u.me_file_id, u.snap from u
+        union all
+        select tp.me_file_id, tp.matching_tags_snapshot from {unchanged_from} x
+        join target_populations tp on tp.id = x.id and tp.target_band_id = :band
+        where not exists (select 1 from u where u.id = x.id)
+          and {good_sql("tp.matching_tags_snapshot", "tp.me_file_id")}
+    )"""
+    for table in tables:
+        out += f""", carry_{table} as (
+        update {table} c set matching_tags_snapshot = s.snap
+        from {source} s
+        where c.me_file_id = s.me_file_id and c.target_band_id = :band
+          and c.matching_tags_snapshot is null
+        returning 1
+    )"""
+    return out
+
+
+def carriers_of(engine: Engine) -> tuple[str, ...]:
+    """The carrier tables found by the last ``prepare_band`` on this engine (detected then)."""
+    tables = _carriers.get(engine)
+    if tables is None:
+        with engine.connect() as conn:
+            tables = _carriers[engine] = carrier_tables(conn)
+    return tables
+
+
+def apply_sql(engine: Engine, mode: Mode) -> str:
+    """The staged path's batch statement, with the carriers of this engine's database."""
+    carry = carry_sql(carriers_of(engine), "b" if mode is Mode.FORCE else None)
+    return APPLY_SQL.format(guard=write_guard(mode, "b.snap"), carry=carry)
+
+
+def write_sql(engine: Engine, mode: Mode) -> str:
+    """The relayed path's batch statement, with the carriers of this engine's database."""
+    carry = carry_sql(carriers_of(engine), "v" if mode is Mode.FORCE else None)
+    return WRITE_SQL.format(guard=write_guard(mode, "cast(v.snap as jsonb)"), carry=carry)
+
 
 # a band smaller than this share of all me_files reads its tags me_file by me_file
 LOOKUP_SHARE = 0.1
@@ -182,7 +276,12 @@ def tune_band_compute(conn: Connection, lookup: bool) -> None:
 
 
 def prepare_band(conn: Connection, band_id: int, mode: Mode) -> tuple[int, bool]:
-    """Temp tables of the band's traits and rows; returns (rows, read tags by lookup)."""
+    """Temp tables of the band's traits and rows; returns (rows, read tags by lookup).
+
+    Rows without a me_file are orphans and never written. The band's offers and ad events
+    still NULL beside a good snapshot that this job will not write get that snapshot now, in
+    the job's first transaction (the batches carry the snapshots they write themselves).
+    """
     conn.execute(text(f"drop table if exists {STAGE_TABLE}, {TRAITS_TABLE}, {ROWS_TABLE}"))
     # the band's traits and rows are analysed on their own so the planner knows their true
     # sizes, also right after Refresh Population inserted rows the statistics do not know yet
@@ -190,11 +289,15 @@ def prepare_band(conn: Connection, band_id: int, mode: Mode) -> tuple[int, bool]
     total = conn.execute(
         text(
             f"create temp table {ROWS_TABLE} as select tp.id, tp.me_file_id "
-            f"from target_populations tp where tp.target_band_id = :band and {mode_predicate(mode)}"
+            "from target_populations tp where tp.target_band_id = :band "
+            f"and tp.me_file_id is not null and {mode_predicate(mode)}"
         ),
         {"band": band_id},
     ).rowcount
     conn.execute(text(f"analyze {TRAITS_TABLE}, {ROWS_TABLE}"))
+    tables = _carriers[conn.engine] = carrier_tables(conn)
+    for table in tables:
+        conn.execute(text(fill_carrier_sql(table)), {"band": band_id})
     me_files = conn.execute(
         text("select reltuples from pg_class where oid = to_regclass('me_files')")
     ).scalar()
@@ -255,6 +358,23 @@ class _Tally:
         self.total = 0
         self.batches = 0
 
+    def report_state(self, state: JobState, message: str) -> None:
+        """Progress as it stands, with another state and a note (a lock wait, its end)."""
+        with self._lock:
+            self._report(
+                Progress(
+                    self._band_id,
+                    state,
+                    rows_done=min(self.total, self.rows_done),
+                    rows_total=self.total,
+                    batch=self.batch,
+                    batches=self.batches,
+                    elapsed=time.monotonic() - self._started,
+                    attempt=self._attempt,
+                    message=message,
+                )
+            )
+
     def batch_done(self, rows: int, written: int) -> None:
         with self._lock:
             self.written += written
@@ -274,8 +394,63 @@ class _Tally:
             )
 
 
+# a statement waiting on a lock this long is named in the job's progress
+LOCK_NOTICE_SECONDS = 3.0
+
+
+class _LockWatch:
+    """Says so in the job's progress while one of its statements waits on someone's lock.
+
+    Without it a row lock or an ALTER TABLE elsewhere holds a job silently, for ever; with it
+    the operator sees who holds the job up and can Cancel (which interrupts the wait).
+    """
+
+    def __init__(self, engine: Engine, live: list[Connection], tally: _Tally) -> None:
+        self._engine = engine
+        self._live = live
+        self._tally = tally
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="qsnap-lock-watch", daemon=True)
+        self._shown: tuple[int, int] | None = None
+
+    def __enter__(self) -> _LockWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._done.wait(1.0):
+            pids = [pid for pid in map(backend_pid, list(self._live)) if pid]
+            if not pids:
+                continue
+            try:
+                with self._engine.connect() as conn:
+                    waits = lock_waits(conn, pids, LOCK_NOTICE_SECONDS)
+            except Exception:
+                log.debug("lock watch failed", exc_info=True)
+                continue
+            self._show(waits[0] if waits else None)
+
+    def _show(self, wait: tuple[int, int, str] | None) -> None:
+        key = wait[:2] if wait else None
+        if key == self._shown:
+            return
+        self._shown = key
+        if wait is None:
+            self._tally.report_state(JobState.RUNNING, "")
+            return
+        _pid, blocker, query = wait
+        what = f": {query[:80]}" if query else ""
+        self._tally.report_state(
+            JobState.WAITING, f"waiting for a lock held by pid {blocker}{what}"
+        )
+
+
 class _StepFailed(Exception):
-    def __init__(self, cause: DBAPIError, step: str) -> None:
+    def __init__(self, cause: BaseException, step: str) -> None:
         self.cause = cause
         self.step = step
 
@@ -310,13 +485,20 @@ def _run_once(
     writers: int,
     split_rows: int,
 ) -> tuple[int, int, int]:
-    """One attempt; returns (rows written, rows total, batches)."""
+    """One attempt; returns (rows written, rows total, batches).
+
+    Every exception ends the attempt as a failure naming its step (never a dead thread), and a
+    cancel interrupts the statement in flight on every connection of the job.
+    """
     tally = _Tally(band_id, report, attempt, started)
     timeout: str | None = None
-    step = "starting the job"
+    step = "connecting"
+    live: list[Connection] = []
     try:
-        with engine.connect() as conn:
+        with engine.connect() as conn, interrupt_on(cancel, live), _LockWatch(engine, live, tally):
+            live.append(conn)
             try:
+                step = "starting the job"
                 timeout = _job_session(conn, band_id)
                 _wait_for_band_lock(conn, band_id, cancel, report, say)
                 report(Progress(band_id, JobState.RUNNING, attempt=attempt, message="computing"))
@@ -331,7 +513,19 @@ def _run_once(
                         f"band {band_id}: computing {total} snapshots, written in {batches} "
                         f"batches by {writers} connections ({mode} mode)"
                     )
-                    _relay(engine, conn, band_id, mode, batch_size, lookup, writers, cancel, tally)
+                    _relay(
+                        engine,
+                        conn,
+                        band_id,
+                        mode,
+                        batch_size,
+                        lookup,
+                        writers,
+                        cancel,
+                        tally,
+                        live,
+                    )
+                    _flush_commits(conn, tally)
                     return tally.written, total, batches
                 tune_band_compute(conn, lookup)
                 conn.execute(text(f"create temp table {STAGE_TABLE} as {band_select_sql(lookup)}"))
@@ -342,7 +536,7 @@ def _run_once(
                     f"band {band_id}: {total} snapshots computed in "
                     f"{time.monotonic() - computing:.2f}s; writing {batches} batches ({mode} mode)"
                 )
-                apply = text(APPLY_SQL.format(guard=mode_predicate(mode)))
+                apply = text(apply_sql(conn.engine, mode))
                 last = 0
                 for batch in range(1, batches + 1):
                     if cancel.is_set():
@@ -352,15 +546,37 @@ def _run_once(
                     ).one()
                     conn.commit()
                     tally.batch_done(min(batch_size, total - (batch - 1) * batch_size), count)
+                _flush_commits(conn, tally)
                 return tally.written, total, batches
+            except Cancelled:
+                _flush_commits(conn, tally)
+                raise
             finally:
                 _release(conn, band_id)
     except Cancelled:
         raise _CancelledAfter(tally.written) from None
     except _StepFailed as failure:
+        if cancel.is_set():
+            raise _CancelledAfter(tally.written) from None
         raise _FailedAfter(tally.written, failure.cause, timeout, failure.step) from failure.cause
-    except DBAPIError as exc:
+    except Exception as exc:
+        if cancel.is_set():
+            raise _CancelledAfter(tally.written) from None
         raise _FailedAfter(tally.written, exc, timeout, step) from exc
+
+
+def _flush_commits(conn: Connection, tally: _Tally) -> None:
+    """Make every batch this job reported written durable before the job says so.
+
+    Batches commit with synchronous_commit off; one synchronous commit (a transaction with an
+    id, so that it writes a commit record) flushes the WAL of all of them, writers' included.
+    """
+    if not tally.written or conn.invalidated:
+        return
+    conn.rollback()
+    conn.execute(text("set local synchronous_commit = on"))
+    conn.execute(text("select txid_current()"))
+    conn.commit()
 
 
 def _relay(
@@ -373,6 +589,7 @@ def _relay(
     writers: int,
     cancel: CancelFlag,
     tally: _Tally,
+    live: list[Connection],
 ) -> None:
     """Stream the band's snapshots from this session to ``writers`` connections.
 
@@ -380,6 +597,7 @@ def _relay(
     core: its batches (still keyset-ordered slices of 500 ids, one transaction each) are
     written by several connections at once while this session, holding the band's lock,
     computes them once. A crash leaves whole batches written and the rest NULL, as before.
+    A writer that fails stops the stream; a put never waits on writers that have all ended.
     """
     work: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=2 * writers)
     stop = threading.Event()
@@ -387,7 +605,7 @@ def _relay(
     threads = [
         threading.Thread(
             target=_write_batches,
-            args=(engine, band_id, mode, work, stop, cancel, tally, failures),
+            args=(engine, band_id, mode, work, stop, cancel, tally, failures, live),
             name=f"qsnap band {band_id} writer {n + 1}",
             daemon=True,
         )
@@ -395,6 +613,18 @@ def _relay(
     ]
     for thread in threads:
         thread.start()
+
+    def hand_over(item: tuple[str, str] | None) -> bool:
+        while True:
+            try:
+                work.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                if not any(t.is_alive() for t in threads):
+                    return False
+                if item is not None and (stop.is_set() or cancel.is_set()):
+                    return False
+
     try:
         # a cursor is planned for its first rows unless told it will be read to the end
         conn.execute(text("set local cursor_tuple_fraction = 1"))
@@ -407,23 +637,21 @@ def _relay(
             execution_options={"stream_results": True, "max_row_buffer": 4},
         )
         for ids, snaps in result:
-            if cancel.is_set() or stop.is_set():
+            if cancel.is_set() or stop.is_set() or not hand_over((ids, snaps)):
                 break
-            work.put((ids, snaps))
         result.close()
-    except DBAPIError as exc:
+    except Exception as exc:
         failures.insert(0, _StepFailed(exc, "computing the band's snapshots"))
         stop.set()
     finally:
-        for _ in threads:
-            work.put(None)
-        for thread in threads:
-            thread.join()
+        stop_writers = [hand_over(None) for _ in threads]
+        for thread, told in zip(threads, stop_writers, strict=True):
+            thread.join(None if told else 0)
+    if cancel.is_set():
+        raise Cancelled
     if failures:
         raise failures[0]
     conn.commit()
-    if cancel.is_set():
-        raise Cancelled
 
 
 def _write_batches(
@@ -435,23 +663,26 @@ def _write_batches(
     cancel: CancelFlag,
     tally: _Tally,
     failures: list[_StepFailed],
+    live: list[Connection],
 ) -> None:
     """One writer: each batch taken from ``work`` in its own transaction, until told to stop.
 
     It keeps taking batches after a failure or a cancel (without writing them) so that the
-    session streaming them never blocks.
+    session streaming them never blocks; whatever goes wrong is recorded, never raised.
     """
-    write = text(WRITE_SQL.format(guard=mode_predicate(mode)))
+    write = text(write_sql(engine, mode))
     conn: Connection | None = None
     try:
         try:
             # connected while the first batches are still being computed
             conn = engine.connect()
+            live.append(conn)
             _job_session(conn, band_id)
             conn.commit()
-        except DBAPIError as exc:
+        except Exception as exc:
             failures.append(_StepFailed(exc, "connecting a writer"))
             stop.set()
+            conn = None
         while (item := work.get()) is not None:
             if stop.is_set() or cancel.is_set() or conn is None:
                 continue
@@ -462,11 +693,14 @@ def _write_batches(
                     write, {"ids": ids, "snaps": snaps, "band": band_id}
                 ).rowcount
                 conn.commit()
-            except DBAPIError as exc:
+            except Exception as exc:
                 failures.append(_StepFailed(exc, "a batch"))
                 stop.set()
                 continue
             tally.batch_done(rows, written)
+    except Exception as exc:
+        failures.append(_StepFailed(exc, "a batch"))
+        stop.set()
     finally:
         if conn is not None:
             _reset_session(conn)
@@ -509,7 +743,7 @@ class _CancelledAfter(Exception):
 
 class _FailedAfter(Exception):
     def __init__(
-        self, written: int, cause: DBAPIError, timeout: str | None = None, step: str = "a batch"
+        self, written: int, cause: BaseException, timeout: str | None = None, step: str = "a batch"
     ) -> None:
         self.written = written
         self.cause = cause
@@ -635,13 +869,16 @@ def _ended(
 
 
 def describe_failure(
-    exc: DBAPIError, statement_timeout: str | None = None, step: str = "a batch"
+    exc: BaseException, statement_timeout: str | None = None, step: str = "a batch"
 ) -> str:
     """The cause in words an operator can act on.
 
     ``statement_timeout`` is the session's setting and ``step`` what was running, both named
-    when a statement timeout stopped the job.
+    when a statement timeout stopped the job. An error that is not the database's (a full
+    connection pool, a bug) is named with its step, so the job fails clearly instead of hanging.
     """
+    if not isinstance(exc, DBAPIError):
+        return f"{step} failed: {type(exc).__name__}: {exc}"
     reason = server_reason(exc)
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None)
     if sqlstate == "57014" and "statement timeout" in reason:
@@ -655,19 +892,3 @@ def describe_failure(
         # no session at all: the server is down, starting, or refuses us
         return f"cannot connect to the database ({reason})"
     return reason
-
-
-def snapshot_bands(
-    engine: Engine,
-    band_ids: Iterable[int],
-    *,
-    workers: int | None = None,
-    **options,
-) -> list[BandResult]:
-    """Snapshot several bands in parallel threads, one job (and connection) per band."""
-    band_ids = list(band_ids)
-    if not band_ids:
-        return []
-    with ThreadPoolExecutor(max_workers=workers or len(band_ids)) as pool:
-        futures = [pool.submit(snapshot_band, engine, band_id, **options) for band_id in band_ids]
-        return [f.result() for f in futures]

@@ -1,36 +1,71 @@
-"""PostgreSQL advisory locks that keep two qsnap processes off the same band or target."""
+"""PostgreSQL advisory locks that keep two qsnap processes off the same band or target.
+
+Locks use the two-key form: a qsnap namespace per kind of object, then the object's id. The
+single-key space is shared with every other application on the server, and squeezing a kind
+and an id into one bigint kept only the low 32 bits of the id.
+"""
 
 from __future__ import annotations
 
 from sqlalchemy import Connection, text
 
+from qsnap_gui.domain.errors import UsageError
+
 BAND = 0x51534E01
 TARGET = 0x51534E02
 
+_INT4_MAX = 2**31 - 1
 
-def key(kind: int, object_id: int) -> int:
-    """One bigint key: the kind in the high 32 bits, the id in the low 32 bits."""
-    return (kind << 32) | (object_id & 0xFFFFFFFF)
+
+def _keys(kind: int, object_id: int) -> dict[str, int]:
+    if not 0 < object_id <= _INT4_MAX:
+        raise UsageError(f"id {object_id} is outside PostgreSQL's integer range")
+    return {"kind": kind, "id": object_id}
 
 
 def try_lock(conn: Connection, kind: int, object_id: int) -> bool:
     return bool(
-        conn.execute(text("select pg_try_advisory_lock(:k)"), {"k": key(kind, object_id)}).scalar()
+        conn.execute(
+            text("select pg_try_advisory_lock(cast(:kind as int), cast(:id as int))"),
+            _keys(kind, object_id),
+        ).scalar()
     )
 
 
 def unlock(conn: Connection, kind: int, object_id: int) -> None:
-    conn.execute(text("select pg_advisory_unlock(:k)"), {"k": key(kind, object_id)})
+    conn.execute(
+        text("select pg_advisory_unlock(cast(:kind as int), cast(:id as int))"),
+        _keys(kind, object_id),
+    )
+
+
+def xact_lock(conn: Connection, kind: int, object_id: int) -> None:
+    """Wait for the lock and hold it until the caller's transaction ends."""
+    conn.execute(
+        text("select pg_advisory_xact_lock(cast(:kind as int), cast(:id as int))"),
+        _keys(kind, object_id),
+    )
+
+
+_HELD_SQL = """
+    select objid::bigint from pg_locks
+    where locktype = 'advisory' and granted and objsubid = 2
+      and classid = cast(:kind as oid) and objid = any(cast(:ids as oid[])) {mine}
+"""
 
 
 def held_elsewhere(conn: Connection, kind: int, object_ids: list[int]) -> set[int]:
     """Which of these objects some session (this one included) holds a lock on, without taking any."""
-    rows = conn.execute(
-        text(
-            "select objid::bigint from pg_locks where locktype = 'advisory' and granted "
-            "and objsubid = 1 and classid = cast(:kind as oid) and objid = any(cast(:ids as oid[]))"
-        ),
-        {"kind": kind, "ids": [i & 0xFFFFFFFF for i in object_ids]},
-    ).scalars()
-    wanted = {i & 0xFFFFFFFF: i for i in object_ids}
-    return {wanted[r] for r in rows if r in wanted}
+    wanted = [i for i in object_ids if 0 < i <= _INT4_MAX]
+    rows = conn.execute(text(_HELD_SQL.format(mine="")), {"kind": kind, "ids": wanted}).scalars()
+    return set(rows)
+
+
+def held_by_me(conn: Connection, kind: int, object_id: int) -> bool:
+    """Whether this very session holds the lock (a session-level lock dies with its session)."""
+    return bool(
+        conn.execute(
+            text(_HELD_SQL.format(mine="and pid = pg_backend_pid()")),
+            {"kind": kind, "ids": [object_id]},
+        ).first()
+    )

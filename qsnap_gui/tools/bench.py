@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from sqlalchemy import Engine, text
 
 from qsnap_gui.domain.codec import TagRow, TraitInfo, band_metadata, build_snapshot
-from qsnap_gui.engine.snapshots import snapshot_bands
+from qsnap_gui.engine.runner import snapshot_bands
 from qsnap_gui.store.db import make_engine
 from qsnap_gui.store.dsn import normalize_url
 from qsnap_gui.store.schema import has_qlarius_tables
@@ -214,12 +214,15 @@ def _prepare(engine: Engine, null_snapshots: bool = True) -> None:
         conn.execute(text("checkpoint"))
 
 
+def scratch_name(scale: int) -> str:
+    return f"qsnap_bench_{scale}"
+
+
 def bench_database(scale: int, say) -> tuple[str, float | None]:
     """A scratch database of the embedded server holding the benchmark world at this scale."""
     from qsnap_gui.store.embedded import create_database
 
-    name = f"qsnap_bench_{scale}"
-    url = create_database(name)
+    url = create_database(scratch_name(scale))
     engine = make_engine(normalize_url(url), pool_size=2)
     try:
         with engine.connect() as conn:
@@ -256,15 +259,26 @@ def _autovacuum(engine: Engine, enabled: bool) -> None:
             conn.execute(text("alter table target_populations set (autovacuum_enabled = off)"))
 
 
-def bench_scale(scale: int, repeat: int, say) -> ScaleFigures:
-    url, generator_seconds = bench_database(scale, say)
-    engine = make_engine(normalize_url(url), pool_size=4)
-    _autovacuum(engine, False)
+def bench_scale(scale: int, repeat: int, say, keep: bool = False) -> ScaleFigures:
+    """Time one scale; its scratch database is dropped afterwards unless ``keep`` (a kept
+    world is reused by the next bench at the same scale, without generating it again)."""
     try:
-        return _bench_world(engine, url, scale, generator_seconds, repeat, say)
+        url, generator_seconds = bench_database(scale, say)
+        engine = make_engine(normalize_url(url), pool_size=4)
+        try:
+            _autovacuum(engine, False)
+            return _bench_world(engine, url, scale, generator_seconds, repeat, say)
+        finally:
+            _autovacuum(engine, True)
+            engine.dispose()
     finally:
-        _autovacuum(engine, True)
-        engine.dispose()
+        if not keep:
+            from qsnap_gui.store.embedded import drop_database
+
+            drop_database(scratch_name(scale))
+            say(
+                f"scale {scale}: dropped {scratch_name(scale)} (--keep keeps it for the next bench)"
+            )
 
 
 def _bench_world(

@@ -1,58 +1,28 @@
 """Short database calls (reads, connection tests, depopulate) off the GUI thread.
 
 ``qsnap-gui`` runs under a qasync event loop, so reads could be awaited with
-``loop.run_in_executor``. They are QRunnables on a small pool instead, handing their result back
-through a signal: pytest-qt drives a plain Qt event loop in which awaiting is awkward, and a
-runnable behaves the same under both loops, so the window's reads are tested exactly as they
-run. Errors cross the thread as one masked line of text, never as exception objects.
+``loop.run_in_executor``. They run as Workers on a small pool of their own instead (so a long
+job never delays a read), handing their result back through a signal: pytest-qt drives a plain
+Qt event loop in which awaiting is awkward, and a worker behaves the same under both loops, so
+the window's reads are tested exactly as they run. Errors reach the caller as one masked line.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
+from PySide6.QtCore import QObject
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import DBAPIError
 
-from qsnap_gui.domain.errors import QsnapError
-from qsnap_gui.engine.snapshots import describe_failure
+from qsnap_gui.engine.runner import error_line
 from qsnap_gui.store.dsn import mask_text
+from qsnap_gui.ui.workers import WorkerPool
 
 
 def error_text(exc: BaseException, secret: URL | None = None) -> str:
     """One line an operator can act on; the password is masked, no traceback."""
-    if isinstance(exc, QsnapError):
-        text = str(exc)
-    elif isinstance(exc, DBAPIError):
-        text = describe_failure(exc)
-    else:
-        text = f"{type(exc).__name__}: {exc}"
-    return mask_text(text, secret)
-
-
-class _TaskSignals(QObject):
-    done = Signal(int, object)
-    failed = Signal(int, str)
-
-
-class _Task(QRunnable):
-    def __init__(self, token: int, fn: Callable[[], Any], signals: _TaskSignals, secret) -> None:
-        super().__init__()
-        self.token = token
-        self.fn = fn
-        self.signals = signals
-        self.secret = secret
-
-    def run(self) -> None:
-        try:
-            result = self.fn()
-        except Exception as exc:
-            self.signals.failed.emit(self.token, error_text(exc, self.secret))
-            return
-        self.signals.done.emit(self.token, result)
+    return mask_text(error_line(exc), secret)
 
 
 class TaskRunner(QObject):
@@ -61,11 +31,9 @@ class TaskRunner(QObject):
     def __init__(self, parent: QObject | None = None, threads: int = 2) -> None:
         super().__init__(parent)
         self.secret: URL | None = None
-        self._pool = QThreadPool(self)
-        self._pool.setMaxThreadCount(threads)
-        self._tokens = itertools.count(1)
+        self._pool = WorkerPool("reads", threads, self)
         self._latest: dict[str, int] = {}
-        self._pending: dict[int, tuple[str, Callable, Callable | None, _TaskSignals, _Task]] = {}
+        self._pending: dict[int, str] = {}
 
     def run(
         self,
@@ -74,37 +42,30 @@ class TaskRunner(QObject):
         on_done: Callable[[Any], None],
         on_error: Callable[[str], None] | None = None,
     ) -> None:
-        token = next(self._tokens)
+        token = 0
+
+        def done(result: Any) -> None:
+            if self._settle(key, token):
+                on_done(result)
+
+        def failed(exc: BaseException) -> None:
+            if self._settle(key, token) and on_error:
+                on_error(error_text(exc, self.secret))
+
+        token = self._pool.start(fn, done, failed)
         self._latest[key] = token
-        signals = _TaskSignals(self)
-        signals.done.connect(self._on_done)
-        signals.failed.connect(self._on_failed)
-        task = _Task(token, fn, signals, self.secret)
-        self._pending[token] = (key, on_done, on_error, signals, task)
-        self._pool.start(task)
+        self._pending[token] = key
 
     def busy(self, key: str | None = None) -> bool:
-        return any(key is None or entry[0] == key for entry in self._pending.values())
+        return any(key is None or k == key for k in self._pending.values())
 
     def wait(self, timeout_ms: int) -> bool:
-        return self._pool.waitForDone(timeout_ms)
+        return self._pool.wait(timeout_ms / 1000)
 
-    def _take(self, token: int) -> tuple[str, Callable, Callable | None] | None:
-        key, on_done, on_error, signals, _task = self._pending.pop(token)
-        signals.deleteLater()
+    def _settle(self, key: str, token: int) -> bool:
+        """Forget the call; True when it is still the newest of its key."""
+        self._pending.pop(token, None)
         if self._latest.get(key) != token:
-            return None
+            return False
         del self._latest[key]
-        return key, on_done, on_error
-
-    @Slot(int, object)
-    def _on_done(self, token: int, result: object) -> None:
-        entry = self._take(token)
-        if entry:
-            entry[1](result)
-
-    @Slot(int, str)
-    def _on_failed(self, token: int, message: str) -> None:
-        entry = self._take(token)
-        if entry and entry[2]:
-            entry[2](message)
+        return True

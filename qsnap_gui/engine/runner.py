@@ -1,0 +1,667 @@
+"""The one job engine: band snapshot jobs, Refresh Population and backfill runs, on threads.
+
+The command line and the window both drive their jobs through a ``Runner``; only where the
+work runs differs: the command line lends it a plain thread pool, the window a Qt pool (the
+``Executor`` protocol). A job never blocks a thread waiting for other jobs: a refresh is three
+steps (membership, band jobs, status flip) and the runner starts the next step when the last
+band job of the previous one has ended, so any number of refreshes fit in any number of
+threads.
+
+Every change is reported through ``on_event(name, job)`` with a copy of the job (``added``,
+``changed``, ``membership`` when a refresh has applied its diff, ``finished``), from whichever
+thread made it. Cancelling sets the job's flag, which
+the engine checks between batches; a job cancelled before it started ends at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from sqlalchemy import Engine
+
+from qsnap_gui.domain.errors import QsnapError
+from qsnap_gui.domain.jobs import (
+    DEFAULT_BATCH_SIZE,
+    MAX_ATTEMPTS,
+    BandResult,
+    CancelFlag,
+    JobInfo,
+    JobKind,
+    JobState,
+    Mode,
+    Progress,
+)
+from qsnap_gui.engine.backfill import BandOutcome, BandPlan, run_band
+from qsnap_gui.engine.population import RefreshFlow, RefreshResult
+from qsnap_gui.engine.snapshots import WRITERS, describe_failure, snapshot_band
+from qsnap_gui.store import queries
+
+log = logging.getLogger(__name__)
+
+EventFn = Callable[[str, JobInfo], None]
+LogFn = Callable[[str], None]
+ProgressFn = Callable[[Progress], None]
+
+
+# a relayed band job holds its own session and its writers' connections at once
+CONNECTIONS_PER_JOB = 1 + WRITERS
+# a refresh's lock session and membership session, and the window's reads
+RESERVED_CONNECTIONS = 4
+
+
+def thread_cap(engine: Engine, wanted: int) -> int:
+    """How many jobs may run at once without exhausting the engine's connection pool.
+
+    An exhausted pool makes a writer wait and then fail; sizing the threads from the pool
+    keeps that from ever happening.
+    """
+    pool = engine.pool
+    capacity = pool.size() + max(0, getattr(pool, "_max_overflow", 0))
+    return max(1, min(wanted, (capacity - RESERVED_CONNECTIONS) // CONNECTIONS_PER_JOB))
+
+
+class Executor(Protocol):
+    """Where the runner's work runs: each call of ``start`` runs ``work`` once, on some thread."""
+
+    def start(self, work: Callable[[], None]) -> None: ...
+
+    def wait(self, timeout: float | None) -> bool: ...
+
+
+class ThreadExecutor:
+    """Plain threads for the command line: at most ``threads`` pieces of work at once."""
+
+    def __init__(self, threads: int) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="qsnap")
+        self._futures: set[Future] = set()
+        self._lock = threading.Lock()
+
+    def start(self, work: Callable[[], None]) -> None:
+        future = self._pool.submit(work)
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future) -> None:
+        with self._lock:
+            self._futures.discard(future)
+
+    def wait(self, timeout: float | None) -> bool:
+        with self._lock:
+            pending = set(self._futures)
+        _done, not_done = wait(pending, timeout=timeout)
+        if not not_done:
+            self._pool.shutdown(wait=False)
+        return not not_done
+
+
+def error_line(exc: BaseException) -> str:
+    """One line an operator can act on, never a traceback (the log file keeps that)."""
+    if isinstance(exc, QsnapError):
+        return str(exc)
+    if hasattr(exc, "orig") and hasattr(exc, "connection_invalidated"):
+        return describe_failure(exc)  # a DBAPIError
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class _Job:
+    info: JobInfo
+    cancel: CancelFlag = field(default_factory=CancelFlag)
+    done: threading.Event = field(default_factory=threading.Event)
+    batch_size: int = DEFAULT_BATCH_SIZE
+    resume: bool = False
+    plan: BandPlan | None = None
+    flow: RefreshFlow | None = None
+    finishing: bool = False
+    start_error: BaseException | None = None
+
+
+def _band_result(job: _Job, state: JobState, error: str | None = None) -> object:
+    """The result of a band job that never ran (cancelled first) or broke outside the engine."""
+    if job.info.kind is not JobKind.SNAPSHOT:
+        return None
+    if job.plan is not None:
+        return BandOutcome(
+            job.plan.row,
+            job.plan.mode,
+            state,
+            attempts=0,
+            error=error,
+            categories=job.plan.categories,
+        )
+    return BandResult(job.info.band_id, state, attempts=0, error=error)
+
+
+class Runner:
+    """Runs the session's jobs and remembers them; safe to call from any thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        executor: Executor | None = None,
+        threads: int = 4,
+        on_event: EventFn | None = None,
+        on_progress: ProgressFn | None = None,
+        on_log: LogFn | None = None,
+        on_stage: LogFn | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff: float = 1.0,
+    ) -> None:
+        self.engine = engine
+        self.executor = executor or ThreadExecutor(thread_cap(engine, threads))
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self._on_event = on_event or (lambda name, info: None)
+        self._on_progress = on_progress or (lambda p: None)
+        self._say = on_log or log.info
+        self._stage = on_stage or self._say
+        self._lock = threading.RLock()
+        self._ids = itertools.count(1)
+        self._jobs: dict[int, _Job] = {}
+
+    # --- submitting ---------------------------------------------------------------------------
+
+    def snapshot(
+        self,
+        band_id: int,
+        *,
+        mode: Mode | str = Mode.MISSING,
+        target_id: int | None = None,
+        label: str = "",
+        batch_size: int | None = None,
+        parent: int | None = None,
+    ) -> int:
+        """A band snapshot job; returns its id."""
+        mode = Mode(mode)
+        job = self._new(
+            JobKind.SNAPSHOT, target_id, band_id, label or f"band {band_id}", str(mode), parent
+        )
+        job.batch_size = batch_size or self.batch_size
+        self.executor.start(lambda: self._run_band(job))
+        return job.info.id
+
+    def refresh(self, target_id: int, *, resume: bool = False) -> int:
+        """Refresh Population of a target (DOMAIN.md steps 1-5); returns the job id."""
+        verb = "Resume" if resume else "Refresh"
+        job = self._new(
+            JobKind.REFRESH, target_id, None, f"{verb} target {target_id}", str(Mode.MISSING)
+        )
+        job.info.max_attempts = 1
+        job.resume = resume
+        self.executor.start(lambda: self._refresh_start(job))
+        return job.info.id
+
+    def backfill(self, plans: Iterable[BandPlan], *, batch_size: int | None = None) -> int:
+        """A backfill run: one band job per plan, each counting its band again afterwards."""
+        plans = list(plans)
+        job = self._new(JobKind.BACKFILL, None, None, f"Backfill {len(plans)} bands", "backfill")
+        job.info.max_attempts = 1
+        self._begin(job)
+        for p in plans:
+            child = self._new(
+                JobKind.SNAPSHOT,
+                p.row.target_id,
+                p.band_id,
+                f"{p.row.target_title} · {p.row.label}",
+                str(p.mode),
+                job.info.id,
+            )
+            child.plan = p
+            child.batch_size = batch_size or self.batch_size
+        children = list(job.info.children)
+        if not children:
+            self._end(job, JobState.SUCCEEDED, result=[])
+        for child_id in children:
+            child = self._jobs[child_id]
+            self.executor.start(lambda child=child: self._run_band(child))
+        return job.info.id
+
+    def retry(self, job_id: int) -> int:
+        """The same job again (same band and mode, or the same refresh)."""
+        job = self._jobs[job_id]
+        info = job.info
+        if info.active:
+            raise ValueError(f"job {job_id} is still {info.state}")
+        if info.kind is JobKind.REFRESH:
+            return self.refresh(info.target_id, resume=job.resume)
+        if info.kind is JobKind.BACKFILL:
+            failed = [self._jobs[c].plan for c in info.children]
+            return self.backfill(
+                [
+                    p
+                    for p, c in zip(failed, info.children, strict=True)
+                    if p and self._jobs[c].info.state is not JobState.SUCCEEDED
+                ]
+            )
+        return self.snapshot(
+            info.band_id,
+            mode=info.mode,
+            target_id=info.target_id,
+            label=info.label,
+            batch_size=job.batch_size,
+        )
+
+    # --- cancelling and waiting ---------------------------------------------------------------
+
+    def cancel(self, job_id: int) -> None:
+        """Stop a job after its batch in flight; one that has not started ends now."""
+        with self._lock:
+            job = self._jobs[job_id]
+            if not job.info.active:
+                return
+            job.cancel.cancel()
+            for child in job.info.children:
+                self.cancel(child)
+            if job.info.started is None and job.info.kind is JobKind.SNAPSHOT:
+                self._end(
+                    job,
+                    JobState.CANCELLED,
+                    result=BandResult(job.info.band_id, JobState.CANCELLED, attempts=0),
+                )
+                return
+        self._say(f"cancelling {job.info.label}: it stops after the batch in flight")
+
+    def cancel_all(self) -> None:
+        for info in self.active():
+            if info.parent is None:
+                self.cancel(info.id)
+        for info in self.active():
+            self.cancel(info.id)
+
+    def wait(self, job_id: int, timeout: float | None = None) -> bool:
+        """Block until the job has ended; False when the timeout came first."""
+        return self._jobs[job_id].done.wait(timeout)
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Cancel everything and wait for the jobs (a refresh still gets its last step)."""
+        self.cancel_all()
+        deadline = time.monotonic() + timeout
+        for job in list(self._jobs.values()):
+            if not job.done.wait(max(0.0, deadline - time.monotonic())):
+                return False
+        return self.executor.wait(max(0.0, deadline - time.monotonic()))
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def start_error(self, job_id: int) -> BaseException | None:
+        """Why a refresh could not start (unknown target, busy, …), for callers that raise it."""
+        return self._jobs[job_id].start_error
+
+    def job(self, job_id: int) -> JobInfo:
+        with self._lock:
+            return replace(self._jobs[job_id].info)
+
+    def jobs(self) -> list[JobInfo]:
+        with self._lock:
+            return [replace(j.info) for j in self._jobs.values()]
+
+    def active(self) -> list[JobInfo]:
+        return [info for info in self.jobs() if info.active]
+
+    # --- the work -----------------------------------------------------------------------------
+
+    def _run_band(self, job: _Job) -> None:
+        if not self._begin(job):
+            return
+        info = job.info
+        try:
+            if info.target_id is None:
+                with self.engine.connect() as conn:
+                    info.target_id = queries.band_target(conn, info.band_id)
+            options = dict(
+                batch_size=job.batch_size,
+                progress=lambda p: self._progress(job, p),
+                cancel=job.cancel,
+                log_line=self._say,
+                max_attempts=self.max_attempts,
+                backoff=self.backoff,
+            )
+            if job.plan is not None:
+                outcome = run_band(
+                    self.engine, info.band_id, job.plan.categories, before=job.plan.row, **options
+                )
+                self._end(job, outcome.state, result=outcome, error=outcome.error)
+            else:
+                result = snapshot_band(self.engine, info.band_id, mode=info.mode, **options)
+                self._end(job, result.state, result=result, error=result.error)
+        except Exception as exc:
+            message = f"band {info.band_id}: {error_line(exc)}"
+            log.exception("band job %s failed", info.id)
+            self._say(message)
+            self._end(
+                job,
+                JobState.FAILED,
+                result=_band_result(job, JobState.FAILED, message),
+                error=message,
+            )
+
+    def _refresh_start(self, job: _Job) -> None:
+        if not self._begin(job):
+            return
+        info = job.info
+        flow = RefreshFlow(self.engine, info.target_id, resume=job.resume, say=self._stage)
+        job.flow = flow
+        try:
+            diff = flow.start()
+        except Exception as exc:
+            job.start_error = exc
+            if not isinstance(exc, QsnapError):
+                log.exception("refresh of target %s failed", info.target_id)
+            self._say(f"target {info.target_id}: {error_line(exc)}")
+            self._end(
+                job,
+                JobState.FAILED,
+                error=error_line(exc),
+                result=RefreshResult(info.target_id, None, status=flow.status_after),
+            )
+            return
+        with self._lock:
+            verb = "Resume" if job.resume else "Refresh"
+            info.label = f"{verb} {flow.title}"
+            info.state = JobState.RUNNING
+            self._emit("membership", job)
+        if diff:
+            self._say(
+                f"{flow.title}: {diff.total:,} populations ({diff.inserted:,} new, "
+                f"{diff.deleted:,} removed, {diff.moved:,} moved); snapshotting "
+                f"{len(flow.band_ids)} bands"
+            )
+        if job.cancel.is_set() or not flow.band_ids:
+            self._refresh_finish(job)
+            return
+        labels = flow.band_labels()
+        for band_id in flow.band_ids:
+            self.snapshot(
+                band_id,
+                target_id=info.target_id,
+                label=f"{flow.title} · {labels.get(band_id, f'band {band_id}')}",
+                parent=info.id,
+            )
+
+    def _refresh_finish(self, job: _Job) -> None:
+        info = job.info
+        children = [self._jobs[c].info for c in info.children]
+        cancelled = job.cancel.is_set() or any(c.state is JobState.CANCELLED for c in children)
+        bands = [c.result for c in children if isinstance(c.result, BandResult)]
+        flow = job.flow
+        try:
+            status = flow.finish(cancelled=cancelled)
+        except Exception as exc:
+            if not isinstance(exc, QsnapError):
+                log.exception("refresh of target %s could not end", info.target_id)
+            message = f"could not mark the target populated: {error_line(exc)}"
+            self._say(f"target {info.target_id}: {message}")
+            self._end(
+                job,
+                JobState.FAILED,
+                error=message,
+                result=RefreshResult(info.target_id, flow.diff, bands, status="populating"),
+            )
+            return
+        result = RefreshResult(info.target_id, flow.diff, bands, status=status)
+        failed = [c for c in children if c.state is JobState.FAILED]
+        if failed:
+            error = (
+                f"{len(failed)} of {len(children)} band jobs failed "
+                f"(target {status}): {failed[0].error}"
+            )
+            self._end(job, JobState.FAILED, error=error, result=result)
+        elif cancelled:
+            self._end(job, JobState.CANCELLED, result=result)
+        else:
+            self._end(job, JobState.SUCCEEDED, result=result)
+
+    # --- bookkeeping --------------------------------------------------------------------------
+
+    def _new(
+        self,
+        kind: JobKind,
+        target_id: int | None,
+        band_id: int | None,
+        label: str,
+        mode: str,
+        parent: int | None = None,
+    ) -> _Job:
+        with self._lock:
+            job_id = next(self._ids)
+            job = _Job(
+                JobInfo(
+                    job_id,
+                    kind,
+                    target_id,
+                    band_id,
+                    label,
+                    mode,
+                    max_attempts=self.max_attempts,
+                    parent=parent,
+                )
+            )
+            self._jobs[job_id] = job
+            if parent is not None:
+                owner = self._jobs[parent]
+                owner.info.children = (*owner.info.children, job_id)
+                if owner.cancel.is_set():
+                    job.cancel.cancel()
+            self._emit("added", job)
+            if parent is not None:
+                self._emit("changed", self._jobs[parent])
+            return job
+
+    def _begin(self, job: _Job) -> bool:
+        """Mark a job picked up by a thread; False when it has already ended (cancelled)."""
+        with self._lock:
+            if job.done.is_set():
+                return False
+            if job.info.started is None:
+                job.info.started = time.time()
+            if job.info.state is JobState.QUEUED:
+                job.info.state = JobState.RUNNING
+            self._emit("changed", job)
+            return True
+
+    def _progress(self, job: _Job, p: Progress) -> None:
+        self._on_progress(p)
+        with self._lock:
+            info = job.info
+            if info.state not in (
+                JobState.QUEUED,
+                JobState.WAITING,
+                JobState.RUNNING,
+                JobState.RETRYING,
+            ):
+                return
+            info.state = p.state
+            info.attempt = p.attempt
+            if p.elapsed:
+                info.elapsed = p.elapsed
+            if p.state is JobState.RUNNING:
+                info.rows_done, info.rows_total = p.rows_done, p.rows_total
+                info.batch, info.batches = p.batch, p.batches
+            if p.state in (JobState.RETRYING, JobState.FAILED) and p.message:
+                info.error = p.message
+            info.note = p.message if p.state is JobState.WAITING else ""
+            self._emit("changed", job)
+            if info.parent is not None:
+                self._aggregate(self._jobs[info.parent])
+
+    def _end(
+        self, job: _Job, state: JobState, *, result: object = None, error: str | None = None
+    ) -> None:
+        parent_done: _Job | None = None
+        with self._lock:
+            if job.done.is_set():
+                return
+            info = job.info
+            info.state = state
+            info.result = result
+            if info.started is not None:
+                info.elapsed = max(info.elapsed, time.time() - info.started)
+            if isinstance(result, (BandResult, BandOutcome)):
+                self._take_result(info, result)
+            if state is JobState.FAILED:
+                info.error = error or info.error
+            elif state is JobState.SUCCEEDED:
+                info.error = None
+            job.done.set()
+            self._emit("finished", job)
+            if info.parent is not None:
+                parent = self._jobs[info.parent]
+                self._aggregate(parent)
+                siblings = [self._jobs[c] for c in parent.info.children]
+                if all(s.done.is_set() for s in siblings) and not parent.finishing:
+                    parent.finishing = True
+                    parent_done = parent
+        if parent_done is not None:
+            self._children_ended(parent_done)
+
+    def _take_result(self, info: JobInfo, result: BandResult | BandOutcome) -> None:
+        if isinstance(result, BandOutcome):
+            info.rows_written = result.rows_written
+            info.attempt = max(result.attempts, 1)
+            info.elapsed = result.duration or info.elapsed
+            return
+        info.rows_written = result.rows_written
+        info.attempt = max(result.attempts, 1)
+        info.elapsed = result.elapsed or info.elapsed
+        if result.state is JobState.SUCCEEDED:
+            info.rows_done = info.rows_total = result.rows_total
+            info.batch = info.batches = result.batches
+
+    def _children_ended(self, parent: _Job) -> None:
+        if parent.info.kind is JobKind.REFRESH:
+            self.executor.start(lambda: self._refresh_finish(parent))
+            return
+        outcomes = [self._jobs[c].info.result for c in parent.info.children]
+        states = {self._jobs[c].info.state for c in parent.info.children}
+        if JobState.FAILED in states:
+            failed = sum(
+                1 for c in parent.info.children if self._jobs[c].info.state is JobState.FAILED
+            )
+            self._end(
+                parent,
+                JobState.FAILED,
+                result=outcomes,
+                error=f"{failed} of {len(outcomes)} band jobs failed",
+            )
+        elif JobState.CANCELLED in states or parent.cancel.is_set():
+            self._end(parent, JobState.CANCELLED, result=outcomes)
+        else:
+            self._end(parent, JobState.SUCCEEDED, result=outcomes)
+
+    def _aggregate(self, parent: _Job) -> None:
+        children = [self._jobs[c].info for c in parent.info.children]
+        info = parent.info
+        info.rows_done = sum(c.rows_done for c in children)
+        info.rows_total = sum(c.rows_total for c in children)
+        info.rows_written = sum(c.rows_written for c in children)
+        info.batch = sum(c.batch for c in children)
+        info.batches = sum(c.batches for c in children)
+        if info.started is not None:
+            info.elapsed = time.time() - info.started
+        self._emit("changed", parent)
+
+    def _emit(self, name: str, job: _Job) -> None:
+        try:
+            self._on_event(name, replace(job.info))
+        except Exception:
+            log.exception("a job event handler failed")
+
+
+# --- blocking flows for the command line, the bench and tests ---------------------------------
+
+
+def _runner(engine: Engine, threads: int, options: dict) -> Runner:
+    return Runner(
+        engine,
+        threads=threads,
+        on_progress=options.pop("progress", None),
+        on_log=options.pop("log_line", None),
+        on_stage=options.pop("stage", None),
+        batch_size=options.pop("batch_size", DEFAULT_BATCH_SIZE),
+        max_attempts=options.pop("max_attempts", MAX_ATTEMPTS),
+        backoff=options.pop("backoff", 1.0),
+    )
+
+
+def drive(runner: Runner, job_ids: list[int], cancel: CancelFlag | None = None) -> list[JobInfo]:
+    """Wait for the jobs to end; ``cancel`` (set by a signal handler) or Ctrl+C cancels them,
+    and the wait goes on until they have stopped after their batch in flight."""
+    try:
+        for job_id in job_ids:
+            while not runner.wait(job_id, 0.1):
+                if cancel is not None and cancel.is_set():
+                    runner.cancel_all()
+    except KeyboardInterrupt:
+        runner.cancel_all()
+        for job_id in job_ids:
+            runner.wait(job_id)
+        raise
+    finally:
+        runner.executor.wait(None)
+    return [runner.job(job_id) for job_id in job_ids]
+
+
+def refresh_population(
+    engine: Engine,
+    target_id: int,
+    *,
+    resume: bool = False,
+    cancel: CancelFlag | None = None,
+    threads: int = 8,
+    **options,
+) -> RefreshResult:
+    """Run Refresh Population to its end; a refresh that could not start raises its error."""
+    runner = _runner(engine, threads, options)
+    job_id = runner.refresh(target_id, resume=resume)
+    (info,) = drive(runner, [job_id], cancel)
+    error = runner.start_error(job_id)
+    if error is not None:
+        raise error
+    return info.result
+
+
+def snapshot_bands(
+    engine: Engine,
+    band_ids: Iterable[int],
+    *,
+    mode: Mode | str = Mode.MISSING,
+    cancel: CancelFlag | None = None,
+    workers: int | None = None,
+    **options,
+) -> list[BandResult]:
+    """Snapshot several bands in parallel, one job (and connection) per band."""
+    band_ids = list(band_ids)
+    if not band_ids:
+        return []
+    runner = _runner(engine, workers or len(band_ids), options)
+    job_ids = [runner.snapshot(band_id, mode=mode) for band_id in band_ids]
+    return [info.result for info in drive(runner, job_ids, cancel)]
+
+
+def run_backfill(
+    engine: Engine,
+    plans: Iterable[BandPlan],
+    *,
+    workers: int | None = 4,
+    cancel: CancelFlag | None = None,
+    **options,
+) -> list[BandOutcome]:
+    """Run the planned band jobs (each counts its band again afterwards), in plan order."""
+    plans = list(plans)
+    if not plans:
+        return []
+    runner = _runner(engine, min(len(plans), workers or len(plans)), options)
+    job_id = runner.backfill(plans)
+    (info,) = drive(runner, [job_id], cancel)
+    return list(info.result)
