@@ -42,6 +42,7 @@ GROUPS = {  # group id -> (title, trait ids)
     102: ("Pool or garage", [31, 32]),
     103: ("Pet owners", [41, 42]),
     104: ("Nobody (no traits)", []),
+    106: ("Cat or ghost", [42, 777]),  # trait 777 does not exist
 }
 TARGETS = {1: "Homeowners", 2: "Pet lovers", 3: "Anyone", 4: "Orphans"}
 BANDS = {  # band id -> (target, is_bullseye, groups)
@@ -51,7 +52,7 @@ BANDS = {  # band id -> (target, is_bullseye, groups)
     301: (2, "0", [103]),
     302: (2, "1", [103, 104]),
     401: (3, "1", []),
-    501: (4, "1", [105]),  # group 105 has trait_group_traits but no trait_groups row
+    501: (4, "1", [105, 106]),  # group 105 has trait_group_traits but no trait_groups row
     502: (4, "0", []),
 }
 DELETED_GROUP_TRAITS = [(10500, 105, 42), (10501, 105, 777)]  # trait 777 does not exist
@@ -109,6 +110,12 @@ POPULATIONS = {  # population id -> (band, me_file, stored snapshot as JSON text
 }
 
 
+GROUP_TRAIT_SQL = (
+    "insert into trait_group_traits (id, trait_group_id, trait_id, created_at, updated_at) "
+    "values (:id, :g, :t, :a, :a)"
+)
+
+
 def build_world(url: str) -> None:
     """Create the schema and the small world above with explicit ids and timestamps."""
     database = open_database(url, check_schema=False)
@@ -119,9 +126,9 @@ def build_world(url: str) -> None:
             for pid, (name, order, children) in TRAITS.items():
                 conn.execute(
                     text(
-                        "insert into traits (id, trait_name, display_order, parent_trait_id, "
-                        "is_active, added_date, modified_date, added_by, modified_by) "
-                        "values (:id, :n, :o, :p, '1', :a, :a, :by, :by)"
+                        "insert into traits (id, trait_name, input_type, display_order, "
+                        "parent_trait_id, added_date, modified_date, added_by, modified_by) "
+                        "values (:id, :n, 'Select', :o, :p, :a, :a, :by, :by)"
                     ),
                     [{"id": pid, "n": name, "o": order, "p": None, **audit}]
                     + [
@@ -132,7 +139,10 @@ def build_world(url: str) -> None:
                 )
             for mid, name in ME_FILES.items():
                 conn.execute(
-                    text("insert into me_files values (:id, :n, :a, :a)"),
+                    text(
+                        "insert into me_files (id, display_name, created_at, updated_at) "
+                        "values (:id, :n, :a, :a)"
+                    ),
                     {"id": mid, "n": name, "a": T0},
                 )
             for tag_id, mid, trait, value in TAGS:
@@ -154,12 +164,12 @@ def build_world(url: str) -> None:
                 )
                 for i, trait in enumerate(traits):
                     conn.execute(
-                        text("insert into trait_group_traits values (:id, :g, :t, :a, :a)"),
+                        text(GROUP_TRAIT_SQL),
                         {"id": gid * 100 + i, "g": gid, "t": trait, "a": T0},
                     )
             for row_id, gid, trait in DELETED_GROUP_TRAITS:
                 conn.execute(
-                    text("insert into trait_group_traits values (:id, :g, :t, :a, :a)"),
+                    text(GROUP_TRAIT_SQL),
                     {"id": row_id, "g": gid, "t": trait, "a": T0},
                 )
             for tid, title in TARGETS.items():
@@ -180,14 +190,18 @@ def build_world(url: str) -> None:
                 )
                 for gid in groups:
                     conn.execute(
-                        text("insert into target_band_trait_groups values (:id, :b, :g, :a, :a)"),
+                        text(
+                            "insert into target_band_trait_groups (id, target_band_id, "
+                            "trait_group_id, created_at, updated_at) values (:id, :b, :g, :a, :a)"
+                        ),
                         {"id": bid * 1000 + gid, "b": bid, "g": gid, "a": T0},
                     )
             for pop_id, (bid, mid, snap) in POPULATIONS.items():
                 conn.execute(
                     text(
-                        "insert into target_populations values "
-                        "(:id, :b, :m, cast(:s as jsonb), :a, :u)"
+                        "insert into target_populations (id, target_band_id, me_file_id, "
+                        "matching_tags_snapshot, created_at, updated_at) "
+                        "values (:id, :b, :m, cast(:s as jsonb), :a, :u)"
                     ),
                     {"id": pop_id, "b": bid, "m": mid, "s": snap, "a": T0, "u": T1},
                 )
@@ -310,10 +324,11 @@ def test_every_shape_decodes_and_stale_comparability(world):
 def test_deleted_groups_and_traits(world):
     m = by_band(inspect(world, 8))[501]
     assert (m.band_label, m.is_innermost, m.shape) == ("Bullseye", True, "missing")
+    # the link to the deleted group 105 is ignored, as the application ignores it
     assert [(g.group_id, g.title, g.traits, g.tags) for g in m.groups] == [
         (
-            105,
-            "(deleted group 105)",
+            106,
+            "Cat or ghost",
             ((42, "Cat"), (777, None)),
             ((42, "Cat", "Cat"), (777, None, "ghost")),
         )
@@ -391,7 +406,9 @@ def test_stale_after_tags_change_and_resnapshot_clears_it(world):
         conn.execute(text("delete from me_file_tags where id = 1063"))  # Pool gone
         conn.execute(
             text(
-                "insert into me_file_tags values (1064, 6, 32, 'Garage', :a, :a, 1, 1), "
+                "insert into me_file_tags (id, me_file_id, trait_id, tag_value, added_date, "
+                "modified_date, added_by, modified_by) values "
+                "(1064, 6, 32, 'Garage', :a, :a, 1, 1), "
                 "(1065, 6, 33, 'Basement', :a, :a, 1, 1)"  # 33 is in no group of band 203
             ),
             {"a": T1},
@@ -413,7 +430,7 @@ def test_stale_after_tags_change_and_resnapshot_clears_it(world):
     value = resnapshot_row(world.engine, 5008)
     assert value == stale.rebuilt
     after = by_band(inspect(world, 6))[203]
-    assert after.stale.up_to_date and after.shape == "null_values"
+    assert after.stale.up_to_date and after.shape == "null_values" and not after.broken
     assert after.raw == value
     assert after.updated_at > T1 and after.updated_at.microsecond == 0
     with world.engine.connect() as conn:
@@ -502,6 +519,7 @@ def test_cli_inspect_json_exact(world_url, capsys):
     assert out == {
         "me_file_id": 1,
         "display_name": "Alice O'Hara",
+        "me_file_exists": True,
         "memberships": [
             {
                 "target_id": 1,
@@ -510,6 +528,7 @@ def test_cli_inspect_json_exact(world_url, capsys):
                 "band_label": "Bullseye",
                 "population_id": 5001,
                 "shape": "envelope",
+                "broken": False,
                 "tags": ENV_1_203["tags"],
                 "updated_at": "2025-02-03T04:05:06",
                 "satisfied_groups": [
@@ -531,6 +550,7 @@ def test_cli_inspect_json_exact(world_url, capsys):
                 "band_label": "Ring 1",
                 "population_id": 5002,
                 "shape": "envelope",
+                "broken": False,
                 "tags": ENV_1_301["tags"],
                 "updated_at": "2025-02-03T04:05:06",
                 "satisfied_groups": [

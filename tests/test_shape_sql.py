@@ -41,7 +41,7 @@ def legacy(**changes):
 # (json text sent to PostgreSQL, the shape both sides must give)
 HAND_WRITTEN = [
     (None, Shape.MISSING),
-    ("null", Shape.MISSING),
+    ("null", Shape.INVALID),
     (j({"tags": EXAMPLE}), Shape.ENVELOPE),
     (j({"tags": []}), Shape.ENVELOPE),
     (j({"tags": tree(parent=(4, "Zip", None), child=(1, "St. Louis 1.5", None))}), Shape.ENVELOPE),
@@ -110,20 +110,20 @@ HAND_WRITTEN = [
 
 
 def classify(db, json_text):
-    """(SQL shape, SQL needs_repair, the value as psycopg reads it back)."""
+    """(SQL shape, SQL needs_repair, the value as psycopg reads it back, SQL NULL or not)."""
     sql = (
-        f"select {shape_sql('s')}, {needs_repair_sql('s')}, s"
+        f"select {shape_sql('s')}, {needs_repair_sql('s')}, s, s is null"
         " from (select cast(:v as jsonb) as s) x"
     )
     with db.engine.connect() as conn:
-        shape, repair, value = conn.execute(text(sql), {"v": json_text}).one()
-    return shape, repair, value
+        shape, repair, value, sql_null = conn.execute(text(sql), {"v": json_text}).one()
+    return shape, repair, value, sql_null
 
 
 @pytest.mark.parametrize(("json_text", "expected"), HAND_WRITTEN)
 def test_hand_written_values(db, json_text, expected):
-    shape, repair, value = classify(db, json_text)
-    decoded = decode(value)
+    shape, repair, value, sql_null = classify(db, json_text)
+    decoded = decode(value, sql_null=sql_null)
     assert decoded.shape is expected
     assert shape == expected.value
     assert repair is decoded.needs_repair
@@ -136,7 +136,7 @@ def test_every_shape_is_covered():
 def test_a_set_of_rows_grouped_by_shape(db):
     """As the overview runs it: evaluated row by row, grouped, and filtered for repair."""
     values = [json.loads(t) for t, _ in HAND_WRITTEN if t is not None]
-    expected = Counter(decode(v).shape.value for v in values)
+    expected = Counter(decode(v, sql_null=False).shape.value for v in values)
     rows = "jsonb_array_elements(cast(:vs as jsonb)) as x(s)"
     with db.engine.connect() as conn:
         counts = conn.execute(
@@ -146,7 +146,7 @@ def test_a_set_of_rows_grouped_by_shape(db):
             text(f"select count(*) from {rows} where {needs_repair_sql('x.s')}"), {"vs": j(values)}
         ).scalar()
     assert dict(counts) == expected
-    assert to_repair == sum(decode(v).needs_repair for v in values)
+    assert to_repair == sum(decode(v, sql_null=False).needs_repair for v in values)
 
 
 def test_deeply_nested_and_huge_values(db):
@@ -251,7 +251,7 @@ values = st.one_of(
 @settings(max_examples=200, deadline=None)
 @given(values)
 def test_generated_values(db, value):
-    shape, repair, read_back = classify(db, j(value))
-    decoded = decode(read_back)
+    shape, repair, read_back, sql_null = classify(db, j(value))
+    decoded = decode(read_back, sql_null=sql_null)
     assert shape == decoded.shape.value
     assert repair is decoded.needs_repair

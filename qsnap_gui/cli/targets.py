@@ -13,9 +13,11 @@ from qsnap_gui.store.db import (
 
 def cmd_targets(args: argparse.Namespace, db: Database) -> int:
     from qsnap_gui.engine.targets import list_targets
+    from qsnap_gui.store.queries import population_orphans
 
     with db.engine.connect() as conn:
         targets = list_targets(conn)
+        outside = population_orphans(conn)
     if args.json:
         print(
             json.dumps(
@@ -30,7 +32,10 @@ def cmd_targets(args: argparse.Namespace, db: Database) -> int:
                         else None,
                         "population": t.population,
                         "missing_snapshots": t.missing,
-                        "coverage": round(t.coverage, 4),
+                        "orphans": t.orphans,
+                        "coverage": round(t.coverage, 4)
+                        if t.population and t.coverage is not None
+                        else None,
                     }
                     for t in targets
                 ],
@@ -41,19 +46,35 @@ def cmd_targets(args: argparse.Namespace, db: Database) -> int:
         return 0
     print(
         table(
-            ["id", "title", "status", "last populated", "population", "missing", "coverage"],
+            [
+                "id",
+                "title",
+                "status",
+                "last populated",
+                "population",
+                "missing",
+                "coverage",
+                "orphans",
+            ],
             [
                 [
                     t.id,
-                    t.title,
+                    t.display_title,
                     t.status_label,
                     fmt_time(t.last_populated_at),
                     t.population,
                     t.missing,
                     f"{100 * t.coverage:.1f}%" if t.population else "-",
+                    t.orphans,
                 ]
                 for t in targets
             ],
         )
     )
+    if outside.total:
+        print(
+            f"{outside.total} population rows belong to no target's band "
+            f"({outside.no_band} without a band, {outside.deleted_band} of deleted bands, "
+            f"{outside.band_without_target} of bands without a target): never processed"
+        )
     return 0

@@ -217,13 +217,20 @@ def _decode(value: object) -> Decoded:
     return Decoded(Shape.NULL_VALUES if blank else Shape.ENVELOPE, parents)
 
 
-def decode(value: object) -> Decoded:
+JSON_NULL_ERROR = "a JSON null (not SQL NULL): looks filled but says nothing"
+
+
+def decode(value: object, *, sql_null: bool = True) -> Decoded:
     """Classify a snapshot as psycopg returns the jsonb (None for SQL NULL); never raises.
 
+    psycopg reads a jsonb ``null`` as None too: a caller that can tell it from SQL NULL says
+    so with ``sql_null=False``, and the value is then invalid (DOMAIN.md "JSON null").
     Only the fixed depth of the format is walked, so a deeply nested or huge value costs at
     most one pass. An object holding "snapshot_at" is judged as the legacy flat form only; an
     envelope has no key beside "tags" (so that re-encoding it gives back the same value).
     """
+    if value is None and not sql_null:
+        return Decoded(Shape.INVALID, error=JSON_NULL_ERROR)
     try:
         return _decode(value)
     except _Invalid as exc:
@@ -301,12 +308,13 @@ def _not_envelope_form(col: str) -> str:
 def shape_sql(column: str) -> str:
     """A text expression giving ``decode(column).shape`` for each row, inside PostgreSQL.
 
-    ``column`` is a trusted identifier. A jsonb ``null`` reads as None in Python, so it is
-    'missing' here too. A good envelope costs one jsonpath pass and the number check.
+    ``column`` is a trusted identifier. A jsonb ``null`` is 'invalid' (it is not SQL NULL:
+    missing mode does not see it, repair rebuilds it). A good envelope costs one jsonpath pass
+    and the number check.
     """
     c = f"({column})"
     return (
-        f"case when {c} is null or jsonb_typeof({c}) = 'null' then 'missing'"
+        f"case when {c} is null then 'missing'"
         f" when jsonb_typeof({c}) = 'array' then"
         f" case when {_bad_entry(c, '$', blank_is_bad=False)} then 'invalid'"
         f" when {_tree_fraction(c, '$')} then 'invalid' else 'bare_array' end"
@@ -337,6 +345,105 @@ def needs_repair_sql(column: str) -> str:
         f" when {_not_envelope_form(c)} then true"
         f" when {_bad_entry(c, '$.tags', blank_is_bad=True)} then true"
         f" else {_tree_fraction(c, '$.tags')} end"
+    )
+
+
+def _int_or_null(json_number: str) -> str:
+    """A jsonb integer as a bigint, NULL when out of range (it then equals no id)."""
+    return (
+        f"(select case when n between -9223372036854775808 and 9223372036854775807 "
+        f"then cast(n as bigint) end from (select cast({json_number} as numeric) as n) q)"
+    )
+
+
+def blank_entries_wrong_sql(column: str, me_file_column: str) -> str:
+    """True when a blank child entry stands for a tag that has a value now (DOMAIN.md "null
+    values"): the me_file has a tag on that trait with a value and none without one.
+
+    ``column`` must be known to hold a structurally good envelope.
+    """
+    c = f"({column})"
+    blank = 'strict $.tags[*][3][*] ? (@[1] == null || @[1] == "")'
+    same_trait = (
+        f"from me_file_tags mt where mt.me_file_id = {me_file_column} "
+        f"and mt.trait_id = {_int_or_null('e -> 0')}"
+    )
+    return (
+        f"exists (select 1 from jsonb_path_query({c}, '{blank}') as b(e)"
+        f" where exists (select 1 {same_trait} and coalesce(mt.tag_value, '') <> '')"
+        f" and not exists (select 1 {same_trait} and coalesce(mt.tag_value, '') = ''))"
+    )
+
+
+def broken_sql(column: str, me_file_column: str) -> str:
+    """A boolean: the stored snapshot is broken (repair rebuilds it); false for SQL NULL.
+
+    Every shape but a good envelope is broken, except that blank values are broken only where
+    ``blank_entries_wrong_sql`` says so. The me_file's tags are read for such rows only.
+    """
+    c = f"({column})"
+    return (
+        f"case when {c} is null then false"
+        f" when jsonb_typeof({c}) <> 'object' then true"
+        f" when {_not_envelope_form(c)} then true"
+        f" when not {_bad_entry(c, '$.tags', blank_is_bad=True)} then {_tree_fraction(c, '$.tags')}"
+        f" when {_bad_entry(c, '$.tags', blank_is_bad=False)} then true"
+        f" when {_tree_fraction(c, '$.tags')} then true"
+        f" else {blank_entries_wrong_sql(c, me_file_column)} end"
+    )
+
+
+def good_sql(column: str, me_file_column: str) -> str:
+    """A boolean: filled and not broken (what offers and ad events may copy)."""
+    return f"({column} is not null and not ({broken_sql(column, me_file_column)}))"
+
+
+def _runs(elements: str) -> str:
+    """Rows (v, run) of a jsonb array of entries: ``run`` numbers the stretches of entries
+    with equal display order (element 2), in array order."""
+    return (
+        "select r.v, sum(r.step) over (order by r.o) as run from ("
+        "select x.v, x.o, case when x.v -> 2 is not distinct from "
+        "lag(x.v -> 2) over (order by x.o) then 0 else 1 end as step "
+        f"from jsonb_array_elements({elements}) with ordinality as x(v, o)) r"
+    )
+
+
+def canonical_sql(column: str) -> str:
+    """The text of a structurally good envelope's tree with ties put in one order.
+
+    Entries keep their places except inside a stretch of equal display_order, where they are
+    sorted by id (then value): two snapshots that differ only in the order of tied entries
+    get the same text, and any other difference survives.
+    """
+    tags = f"({column}) -> 'tags'"
+    kids = (
+        "(select coalesce(jsonb_agg(k.v order by k.run, k.v -> 0, k.v -> 1), '[]'::jsonb)"
+        f" from ({_runs('p.v -> 3')}) k)"
+    )
+    return (
+        "(select coalesce(string_agg(q.entry, ',' order by q.run, q.id, q.entry), '')"
+        " from (select p.run, p.v -> 0 as id,"
+        f" cast(jsonb_build_array(p.v -> 0, p.v -> 1, p.v -> 2, {kids}) as text) as entry"
+        f" from ({_runs(tags)}) p) q)"
+    )
+
+
+def same_sql(stored: str, rebuilt: str) -> str:
+    """A boolean: the stored snapshot equals the rebuilt envelope up to ties (DOMAIN.md rule 5).
+
+    Equal texts are the common case and cost no tree walk; numbers are compared as written,
+    so a stored 3.0 never passes for the 3 a rebuild writes.
+    """
+    s = f"({stored})"
+    return (
+        f"case when {s} is null then false"
+        f" when cast({s} as text) = cast({rebuilt} as text) then true"
+        f" when jsonb_typeof({s}) <> 'object' then false"
+        f" when {_not_envelope_form(s)} then false"
+        f" when {_bad_entry(s, '$.tags', blank_is_bad=False)} then false"
+        f" when {_tree_fraction(s, '$.tags')} then false"
+        f" else {canonical_sql(s)} = {canonical_sql(rebuilt)} end"
     )
 
 
@@ -411,3 +518,62 @@ def build_snapshot(
         band_parent = metadata[pid]
         parents.append(ParentTrait(pid, band_parent.name, band_parent.display_order, children))
     return encode(parents)
+
+
+# --- comparing and judging (DOMAIN.md rule 5 and the "null values" shape) --------------------
+
+
+def _entry_key(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
+
+
+def _canonical_runs(items: list, order_of, key_of) -> list:
+    """Items kept in place except inside stretches of equal display order, sorted there."""
+    out: list = []
+    run: list = []
+    for item in items:
+        if run and order_of(item) != order_of(run[-1]):
+            out.extend(sorted(run, key=key_of))
+            run = []
+        run.append(item)
+    out.extend(sorted(run, key=key_of))
+    return out
+
+
+def canonical(parents: Iterable[ParentTrait]) -> list:
+    """The nested tree with tied entries in one order (by id, then value)."""
+    tree = []
+    for p in parents:
+        kids = _canonical_runs(
+            [[c.trait_id, c.value, c.display_order] for c in p.children],
+            lambda c: c[2],
+            lambda c: (c[0], c[1] is not None, c[1] or ""),
+        )
+        tree.append([p.trait_id, p.name, p.display_order, kids])
+    return _canonical_runs(tree, lambda p: p[2], lambda p: (p[0], _entry_key(p)))
+
+
+def same_up_to_ties(a: Iterable[ParentTrait], b: Iterable[ParentTrait]) -> bool:
+    """Two trees that differ at most in the order of entries with equal display_order."""
+    a, b = tuple(a), tuple(b)
+    return a == b or canonical(a) == canonical(b)
+
+
+def blank_entries_wrong(parents: Iterable[ParentTrait], tags: Iterable[TagRow]) -> bool:
+    """A blank child entry whose trait has a tag with a value now, and none without one."""
+    valued: set[int] = set()
+    blank: set[int] = set()
+    for t in tags:
+        (blank if t.tag_value is None or t.tag_value == "" else valued).add(t.trait_id)
+    return any(
+        c.is_blank and c.trait_id in valued and c.trait_id not in blank
+        for p in parents
+        for c in p.children
+    )
+
+
+def is_broken(decoded: Decoded, tags: Iterable[TagRow]) -> bool:
+    """Repair rebuilds it: a broken shape, or blank values that the tags now contradict."""
+    if decoded.shape is Shape.NULL_VALUES:
+        return blank_entries_wrong(decoded.parents, tags)
+    return decoded.shape in BROKEN_SHAPES

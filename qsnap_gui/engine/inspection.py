@@ -14,8 +14,13 @@ reference ``codec.build_snapshot`` gives from the me_file's current tags and the
 groups, i.e. what a force re-snapshot would write now. Child tags are matched on
 (parent id, trait id): a pair only in the rebuilt tree is *added*, only in the stored tree is
 *removed*, in both with another value is *changed* (stored value -> current value).
-``up_to_date`` means the stored tree equals the rebuilt one entirely (names and display orders
-included); the form (envelope or bare array) is the shape's business, not the stale check's.
+``up_to_date`` means the stored tree equals the rebuilt one up to the order of tied entries
+(names and display orders included); the form (envelope or bare array) is the shape's
+business, not the stale check's.
+
+Population rows without a band, of a deleted band, or of a deleted me_file are orphans: shown,
+never written. A me_file without a me_files row can still be inspected while it has tags or
+population rows (the application keeps such me_file ids as members).
 """
 
 from __future__ import annotations
@@ -37,11 +42,14 @@ from qsnap_gui.domain.codec import (
     band_metadata,
     build_snapshot,
     decode,
+    is_broken,
+    same_up_to_ties,
     shape_sql,
     to_nested,
 )
 from qsnap_gui.domain.errors import UsageError
-from qsnap_gui.engine.snapshots import snapshot_select_sql
+from qsnap_gui.engine.snapshots import carry_sql, snapshot_select_sql
+from qsnap_gui.store.queries import carrier_tables
 
 RAW_FALLBACK_CHARS = 64_000
 """How much of an unreadable (too deeply nested) value's text is kept for display."""
@@ -134,9 +142,9 @@ class StaleCheck:
 @dataclass(frozen=True)
 class Membership:
     population_id: int
-    target_id: int | None  # None: the band no longer exists
+    target_id: int | None  # None: the band no longer exists (or belongs to no target)
     target_title: str | None  # None: the target no longer exists
-    band_id: int
+    band_id: int | None  # None: the population row names no band (an orphan)
     band_label: str
     band_title: str | None
     shape: str
@@ -154,6 +162,7 @@ class Membership:
     next_band_groups: tuple[GroupCheck, ...] | None  # every group of the next band inward
     has_tags: bool  # the me_file has at least one tag (bands without groups need only that)
     stale: StaleCheck
+    broken: bool = False  # repair would rebuild it (blank values only where the tags disagree)
 
     @property
     def band_exists(self) -> bool:
@@ -182,6 +191,7 @@ class Membership:
             "band_label": self.band_label,
             "population_id": self.population_id,
             "shape": self.shape,
+            "broken": self.broken,
             "tags": self.tags,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
             "satisfied_groups": [g.to_json_satisfied() for g in self.satisfied_groups],
@@ -198,11 +208,13 @@ class InspectReport:
     display_name: str | None
     tag_count: int
     memberships: tuple[Membership, ...]
+    me_file_exists: bool = True  # False: tags or populations of a deleted me_file
 
     def to_json(self) -> dict:
         return {
             "me_file_id": self.me_file_id,
             "display_name": self.display_name,
+            "me_file_exists": self.me_file_exists,
             "memberships": [m.to_json() for m in self.memberships],
         }
 
@@ -230,7 +242,7 @@ def _parse_snapshot(raw_text: str | None) -> tuple[Any, Decoded, bool, str | Non
         return None, Decoded(Shape.INVALID, error=message), False, clipped
     except ValueError as exc:  # PostgreSQL never hands out bad JSON, but never crash on it
         return None, Decoded(Shape.INVALID, error=f"unreadable JSON: {exc}"), False, raw_text
-    return value, decode(value), True, raw_text
+    return value, decode(value, sql_null=False), True, raw_text
 
 
 def _tree_of(decoded: Decoded) -> list | None:
@@ -238,6 +250,11 @@ def _tree_of(decoded: Decoded) -> list | None:
 
 
 _ME_FILE_SQL = text("select id, display_name from me_files where id = :m")
+# a me_file id without a me_files row that still has tags or population rows
+_TRACES_SQL = text(
+    "select exists (select 1 from me_file_tags where me_file_id = :m) "
+    "or exists (select 1 from target_populations where me_file_id = :m)"
+)
 
 _MEMBERSHIPS_SQL = """
     select tp.id, tp.target_band_id, b.target_id, t.title, b.title,
@@ -246,7 +263,7 @@ _MEMBERSHIPS_SQL = """
     left join target_bands b on b.id = tp.target_band_id
     left join targets t on t.id = b.target_id
     where tp.me_file_id = :m {band_filter}
-    order by b.target_id nulls last, tp.target_band_id, tp.id
+    order by b.target_id nulls last, tp.target_band_id nulls last, tp.id
 """
 
 # queries.band_order for several targets at once (same order, same labels).
@@ -254,25 +271,25 @@ _BAND_ORDER_SQL = text(
     """
     with b as (
         select b.id, b.target_id, b.title, b.is_bullseye = '1' as bullseye,
-               count(distinct bg.trait_group_id) as ngroups
+               count(distinct g.id) as ngroups
         from target_bands b
         left join target_band_trait_groups bg on bg.target_band_id = b.id
+        left join trait_groups g on g.id = bg.trait_group_id
         where b.target_id = any(cast(:targets as bigint[]))
         group by b.id, b.target_id, b.title, b.is_bullseye
     )
     select id, target_id, bullseye,
-           row_number() over (partition by target_id
-                              order by ngroups desc, bullseye desc, id) - 1 as idx
+           row_number() over (partition by target_id order by ngroups desc, id) - 1 as idx
     from b
     """
 )
 
 _GROUPS_SQL = text(
     """
-    select distinct bg.target_band_id, bg.trait_group_id, g.title, gt.trait_id
+    select distinct bg.target_band_id, g.id, g.title, gt.trait_id
     from target_band_trait_groups bg
-    left join trait_groups g on g.id = bg.trait_group_id
-    left join trait_group_traits gt on gt.trait_group_id = bg.trait_group_id
+    join trait_groups g on g.id = bg.trait_group_id
+    left join trait_group_traits gt on gt.trait_group_id = g.id
     where bg.target_band_id = any(cast(:bands as bigint[]))
     """
 )
@@ -312,9 +329,9 @@ def inspect_me_file(conn: Connection, me_file_id: int, band_id: int | None = Non
     if not 0 < me_file_id <= _MAX_BIGINT:
         raise UsageError(f"me_file {me_file_id} does not exist")
     row = conn.execute(_ME_FILE_SQL, {"m": me_file_id}).first()
-    if row is None:
+    if row is None and not conn.execute(_TRACES_SQL, {"m": me_file_id}).scalar():
         raise UsageError(f"me_file {me_file_id} does not exist")
-    display_name = row[1]
+    display_name = row[1] if row is not None else None
 
     params: dict[str, object] = {"m": me_file_id}
     band_filter = ""
@@ -345,7 +362,7 @@ def inspect_me_file(conn: Connection, me_file_id: int, band_id: int | None = Non
             return None
         return by_target[pos.target_id].get(pos.index - 1)
 
-    wanted_bands = {p[1] for p in pops}
+    wanted_bands = {p[1] for p in pops if p[1] is not None}
     wanted_bands |= {n.band_id for b in list(wanted_bands) if (n := next_inward(b)) is not None}
     group_rows = (
         conn.execute(_GROUPS_SQL, {"bands": sorted(wanted_bands)}).all() if wanted_bands else []
@@ -358,11 +375,12 @@ def inspect_me_file(conn: Connection, me_file_id: int, band_id: int | None = Non
         for t_id, name, order, parent in conn.execute(_TRAITS_SQL, {"ids": sorted(trait_ids)}):
             traits[t_id] = TraitInfo(t_id, name, order, parent)
 
-    # band -> group -> (title, trait ids)
+    # band -> group -> (title, trait ids); links to deleted groups are ignored, as the
+    # application ignores them
     band_groups: dict[int, dict[int, tuple[str, set[int]]]] = {}
     for b_id, g_id, title, t_id in group_rows:
         groups = band_groups.setdefault(b_id, {})
-        entry = groups.setdefault(g_id, (title or f"(deleted group {g_id})", set()))
+        entry = groups.setdefault(g_id, (title or f"(untitled group {g_id})", set()))
         if t_id is not None:
             entry[1].add(t_id)
 
@@ -399,7 +417,7 @@ def inspect_me_file(conn: Connection, me_file_id: int, band_id: int | None = Non
                 target_id=t_id,
                 target_title=t_title,
                 band_id=b_id,
-                band_label=pos.label if pos else "(deleted band)",
+                band_label=pos.label if pos else "(no band)" if b_id is None else "(deleted band)",
                 band_title=b_title,
                 shape=str(decoded.shape),
                 tags=_tree_of(decoded),
@@ -416,9 +434,12 @@ def inspect_me_file(conn: Connection, me_file_id: int, band_id: int | None = Non
                 next_band_groups=checks(nxt.band_id) if nxt else None,
                 has_tags=bool(tag_rows),
                 stale=compare_snapshot(decoded, rebuilt),
+                broken=is_broken(decoded, tag_rows),
             )
         )
-    return InspectReport(me_file_id, display_name, len(tag_rows), tuple(memberships))
+    return InspectReport(
+        me_file_id, display_name, len(tag_rows), tuple(memberships), me_file_exists=row is not None
+    )
 
 
 # --- the stale check ------------------------------------------------------------------------
@@ -462,7 +483,7 @@ def compare_snapshot(stored: Decoded, rebuilt: dict) -> StaleCheck:
         return StaleCheck(comparable=False, note=reason, rebuilt=rebuilt)
     current = decode(rebuilt)
     legacy = shape is Shape.LEGACY_FLAT
-    if not legacy and stored.parents == current.parents:
+    if not legacy and same_up_to_ties(stored.parents, current.parents):
         return StaleCheck(comparable=True, up_to_date=True, rebuilt=rebuilt)
     old, new = _children(stored.parents), _children(current.parents)
     added: list[TagDiff] = []
@@ -616,15 +637,26 @@ def band_population_page(
 def resnapshot_row(engine: Engine, population_id: int) -> dict:
     """Rewrite one population's snapshot (force), built by the engine's own SQL; one transaction.
 
-    Writes only matching_tags_snapshot and updated_at; returns the new value.
+    Writes only matching_tags_snapshot and updated_at, and carries the new value into the
+    NULL snapshots of the same (me_file, band)'s offers and ad events; returns the new value.
+    An orphan row (no me_file, no band, or a deleted band) is refused: it is never written.
     """
     with engine.begin() as conn:
-        band_id = conn.execute(
-            text("select target_band_id from target_populations where id = :p for update"),
+        row = conn.execute(
+            text(
+                "select tp.target_band_id, tp.me_file_id, b.id from target_populations tp "
+                "left join target_bands b on b.id = tp.target_band_id where tp.id = :p "
+                "for update of tp"
+            ),
             {"p": population_id},
-        ).scalar()
-        if band_id is None:
+        ).first()
+        if row is None:
             raise UsageError(f"population {population_id} does not exist")
+        band_id, me_file_id, band_row = row
+        if band_id is None or me_file_id is None or band_row is None:
+            what = "no band" if band_id is None else "no me_file" if me_file_id is None else None
+            why = f"names {what}" if what else f"belongs to band {band_id}, which does not exist"
+            raise UsageError(f"population {population_id} {why}: an orphan row, never written")
         rows_sql = (
             "select tp.id, tp.me_file_id from target_populations tp "
             "where tp.id = :pid and tp.target_band_id = :band"
@@ -632,12 +664,14 @@ def resnapshot_row(engine: Engine, population_id: int) -> dict:
         value = conn.execute(
             text(
                 f"""
-                with s as ({snapshot_select_sql(rows_sql)})
-                update target_populations tp
-                set matching_tags_snapshot = s.snap, updated_at = {NOW_SQL}
-                from s
-                where tp.id = s.id
-                returning tp.matching_tags_snapshot
+                with s as ({snapshot_select_sql(rows_sql)}), u as (
+                    update target_populations tp
+                    set matching_tags_snapshot = s.snap, updated_at = {NOW_SQL}
+                    from s
+                    where tp.id = s.id
+                    returning tp.me_file_id, tp.matching_tags_snapshot as snap
+                ){carry_sql(carrier_tables(conn))}
+                select snap from u
                 """
             ),
             {"pid": population_id, "band": band_id},
@@ -762,11 +796,16 @@ def _describe_shape(m: Membership) -> str:
         return f"invalid: {m.decoded.error}"
     if shape is Shape.ENVELOPE and not m.decoded.parents:
         return "envelope (checked: no matching tags)"
+    if shape is Shape.NULL_VALUES and not m.broken:
+        return "null values, as the tags have them (NULL or empty): correct"
     return SHAPE_NOTES[shape]
 
 
 def why_lines(m: Membership) -> list[str]:
     lines = []
+    if m.band_id is None:
+        lines.append("the population row names no band (orphan population row, never written)")
+        return lines
     if not m.band_exists:
         lines.append(f"band {m.band_id} no longer exists (orphan population row)")
         return lines
@@ -844,6 +883,8 @@ def stale_lines(s: StaleCheck, limit: int = 50) -> list[str]:
 
 def render_text(report: InspectReport) -> str:
     name = report.display_name if report.display_name is not None else "(no name)"
+    if not report.me_file_exists:
+        name = "(no me_files row: a deleted me_file's tags and populations)"
     n = len(report.memberships)
     out = [
         f"me_file {report.me_file_id} {name!r}: {report.tag_count} tags, "

@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Connection, text
 
-from qsnap_gui.domain.codec import needs_repair_sql
+from qsnap_gui.domain.codec import good_sql
 from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine.oban import targets_being_populated
 from qsnap_gui.store import locks
@@ -22,6 +22,7 @@ class TargetRow:
     population: int
     missing: int
     good: int
+    orphans: int = 0
     stuck: bool = False
 
     @property
@@ -40,19 +41,29 @@ class TargetRow:
 
 
 def list_targets(conn: Connection) -> list[TargetRow]:
+    """Every target; a NULL status reads as not_populated.
+
+    ``population`` counts the rows with a me_file id (what jobs write), ``good`` those holding
+    a snapshot that is not broken, ``orphans`` the rows whose me_file is NULL or deleted.
+    """
+    good = good_sql("tp.matching_tags_snapshot", "tp.me_file_id")
     rows = conn.execute(
         text(
             f"""
             with pop as (
-                select b.target_id, count(*) as population,
-                       count(*) filter (where tp.matching_tags_snapshot is null) as missing,
-                       count(*) filter (where not ({needs_repair_sql("tp.matching_tags_snapshot")}))
-                           as good
+                select b.target_id,
+                       count(*) filter (where tp.me_file_id is not null) as population,
+                       count(*) filter (where tp.me_file_id is not null
+                                        and tp.matching_tags_snapshot is null) as missing,
+                       count(*) filter (where tp.me_file_id is not null and {good}) as good,
+                       count(*) filter (where f.id is null) as orphans
                 from target_populations tp join target_bands b on b.id = tp.target_band_id
+                left join me_files f on f.id = tp.me_file_id
                 group by b.target_id
             )
-            select t.id, t.title, t.population_status, t.last_populated_at,
-                   coalesce(p.population, 0), coalesce(p.missing, 0), coalesce(p.good, 0)
+            select t.id, t.title, coalesce(t.population_status, 'not_populated'),
+                   t.last_populated_at, coalesce(p.population, 0), coalesce(p.missing, 0),
+                   coalesce(p.good, 0), coalesce(p.orphans, 0)
             from targets t left join pop p on p.target_id = t.id
             order by t.id
             """

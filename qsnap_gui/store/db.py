@@ -177,6 +177,31 @@ _WRITE_CHECKS = {
 }
 
 
+def _carrier_check(table: str, privilege: str, columns: tuple[str, ...]) -> str:
+    """Held, or the table is absent (or lacks the columns that carry a snapshot): a write
+    copies a population's snapshot into the table's NULL snapshots only where it exists."""
+    rel = f"to_regclass('{table}')"
+    held = " and ".join(f"has_column_privilege({rel}, '{c}', '{privilege}')" for c in columns)
+    return (
+        "select case when (select count(*) from pg_attribute a where a.attrelid = "
+        f"{rel} and a.attnum > 0 and not a.attisdropped and a.attname in "
+        "('me_file_id', 'target_band_id', 'matching_tags_snapshot')) < 3 then true "
+        f"else {held} end"
+    )
+
+
+# a write sets the NULL snapshots of the same (me_file, band)'s offers and ad events
+_CARRIER_CHECKS = {
+    f"{privilege} {table}({', '.join(columns)})": _carrier_check(table, privilege, columns)
+    for table in ("offers", "ad_events")
+    for privilege, columns in (
+        ("UPDATE", ("matching_tags_snapshot",)),
+        ("SELECT", ("me_file_id", "target_band_id", "matching_tags_snapshot")),
+    )
+}
+_WRITE_CHECKS.update(_CARRIER_CHECKS)
+
+
 def write_privileges(conn) -> set[str]:
     """Write privileges the role holds, so the window can disable what it may not do."""
     if conn.execute(text("show transaction_read_only")).scalar() == "on":
@@ -198,6 +223,7 @@ def missing_privileges(db: Database, *needed: str) -> list[str]:
 SNAPSHOT_PRIVILEGES = (
     "UPDATE target_populations(matching_tags_snapshot)",
     "UPDATE target_populations(updated_at)",
+    *_CARRIER_CHECKS,
 )
 POPULATE_PRIVILEGES = tuple(_WRITE_CHECKS)
 DEPOPULATE_PRIVILEGES = (

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import Connection, text
 
-from qsnap_gui.domain.codec import SHAPES, shape_sql
+from qsnap_gui.domain.codec import BROKEN_SHAPES, SHAPES, Shape, blank_entries_wrong_sql, shape_sql
 from qsnap_gui.domain.errors import UsageError
 
 
@@ -19,6 +19,15 @@ class TraitGroupRef:
 
 @dataclass(frozen=True)
 class BandRow:
+    """A band as the application orders and labels it.
+
+    ``groups`` are its distinct existing trait groups; ``dangling_links`` its links to trait
+    groups that do not exist (ignored for counting, labels and matching). ``population``
+    counts the rows with a me_file id (what jobs write) and ``shapes`` splits them;
+    ``orphans`` counts the rows whose me_file is NULL or has no me_files row; ``broken`` the
+    rows repair would rebuild. ``notes`` say what the operator should know about the band.
+    """
+
     id: int
     target_id: int
     title: str | None
@@ -27,10 +36,27 @@ class BandRow:
     groups: tuple[TraitGroupRef, ...]
     population: int = 0
     shapes: dict[str, int] = field(default_factory=dict)
+    dangling_links: int = 0
+    orphans: int = 0
+    broken: int = 0
+    notes: tuple[str, ...] = ()
 
     @property
     def missing(self) -> int:
         return self.shapes.get("missing", 0)
+
+
+@dataclass(frozen=True)
+class OrphanCounts:
+    """Population rows that belong to no target's band, so no job ever touches them."""
+
+    no_band: int = 0  # target_band_id is NULL
+    deleted_band: int = 0  # the band row is gone
+    band_without_target: int = 0  # the band's target_id is NULL or its target is gone
+
+    @property
+    def total(self) -> int:
+        return self.no_band + self.deleted_band + self.band_without_target
 
 
 def parse_id(value: object, what: str) -> int:
@@ -45,82 +71,211 @@ def parse_id(value: object, what: str) -> int:
     return number
 
 
+def _links(n: int) -> str:
+    return "1 link to a deleted trait group" if n == 1 else f"{n} links to deleted trait groups"
+
+
+def _names(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def tie_note(tied: list[BandRow]) -> str:
+    """What the application does with bands of as many groups (``tied`` in id order)."""
+    n = len(tied[0].groups)
+    ids = [str(b.id) for b in tied]
+    inner = ids[-1] if len(ids) == 2 else " inside ".join(reversed(ids[1:]))
+    labels = _names([b.label for b in tied[1:]])
+    them = "it" if len(tied) == 2 else "them"
+    return (
+        f"bands {_names(ids)} have {n} group{'' if n == 1 else 's'} each: the application "
+        f"nests {inner} inside {ids[0]} while labelling {them} {labels}"
+    )
+
+
 def band_order(conn: Connection, target_id: int) -> list[BandRow]:
-    """The target's bands, innermost (most trait groups) first, labelled per DOMAIN.md."""
+    """The target's bands in label order (most trait groups first, then lower id first),
+    labelled per DOMAIN.md; groups are the distinct existing ones."""
     rows = conn.execute(
         text(
             """
             select b.id, b.title, b.is_bullseye = '1' as bullseye,
-                   coalesce(array_agg(g.id order by g.id) filter (where g.id is not null), '{}'),
-                   coalesce(array_agg(coalesce(g.title, '(deleted group ' || bg.trait_group_id || ')')
-                                      order by g.id) filter (where bg.id is not null), '{}'),
-                   count(distinct bg.trait_group_id) as ngroups
+                   count(distinct g.id) as ngroups,
+                   count(bg.id) filter (where g.id is null) as dangling
             from target_bands b
             left join target_band_trait_groups bg on bg.target_band_id = b.id
             left join trait_groups g on g.id = bg.trait_group_id
             where b.target_id = :t
-            group by b.id
-            order by ngroups desc, bullseye desc, b.id
+            group by b.id, b.title, b.is_bullseye
+            order by ngroups desc, b.id
             """
         ),
         {"t": target_id},
     ).all()
-    bands = []
-    for index, (band_id, title, bullseye, group_ids, group_titles, _n) in enumerate(rows):
-        label = "Bullseye" if bullseye else f"Ring {index}"
-        groups = tuple(
-            TraitGroupRef(gid, gtitle) for gid, gtitle in zip(group_ids, group_titles, strict=False)
+    groups: dict[int, list[TraitGroupRef]] = {r[0]: [] for r in rows}
+    if rows:
+        for band_id, group_id, title in conn.execute(
+            text(
+                "select distinct bg.target_band_id, g.id, g.title "
+                "from target_band_trait_groups bg join trait_groups g on g.id = bg.trait_group_id "
+                "where bg.target_band_id = any(:ids) order by 1, 2"
+            ),
+            {"ids": list(groups)},
+        ):
+            shown = title if title is not None else f"(untitled group {group_id})"
+            groups[band_id].append(TraitGroupRef(group_id, shown))
+    bands = [
+        BandRow(
+            band_id,
+            target_id,
+            title,
+            "Bullseye" if bullseye else f"Ring {index}",
+            bool(bullseye),
+            tuple(groups[band_id]),
+            dangling_links=dangling,
         )
-        bands.append(BandRow(band_id, target_id, title, label, bullseye, groups))
-    return bands
+        for index, (band_id, title, bullseye, _n, dangling) in enumerate(rows)
+    ]
+    notes: dict[int, list[str]] = {b.id: [] for b in bands}
+    by_count: dict[int, list[BandRow]] = {}
+    for b in bands:
+        by_count.setdefault(len(b.groups), []).append(b)
+        if b.dangling_links:
+            notes[b.id].append(_links(b.dangling_links))
+    for tied in by_count.values():
+        if len(tied) > 1:
+            note = tie_note(tied)
+            for b in tied:
+                notes[b.id].append(note)
+    return [replace(b, notes=tuple(notes[b.id])) for b in bands]
+
+
+def target_notes(bands: list[BandRow]) -> list[str]:
+    """The bands' notes for the whole target, each once, the band named where it is its own."""
+    out: list[str] = []
+    for b in bands:
+        for note in b.notes:
+            line = note if note.startswith("bands ") else f"band {b.id} ({b.label}): {note}"
+            if line not in out:
+                out.append(line)
+    return out
+
+
+def refresh_order(bands: list[BandRow]) -> list[BandRow]:
+    """Refresh Population's order: fewest groups first, then lower id first (outermost first)."""
+    return sorted(bands, key=lambda b: (len(b.groups), b.id))
 
 
 def list_bands(conn: Connection, target_id: int) -> list[BandRow]:
-    """Bands with population and per-shape counts."""
+    """Bands with population, per-shape, broken and orphan counts."""
     bands = band_order(conn, target_id)
     if not bands:
         return bands
+    ids = [b.id for b in bands]
     counts = conn.execute(
         text(
             f"""
-            select tp.target_band_id, {shape_sql("tp.matching_tags_snapshot")} as shape, count(*)
-            from target_populations tp
-            where tp.target_band_id = any(:ids)
+            select x.band, x.shape, count(*),
+                   count(*) filter (where case when x.shape = 'null_values'
+                                    then {blank_entries_wrong_sql("x.s", "x.m")} else false end)
+            from (select tp.target_band_id as band, tp.matching_tags_snapshot as s,
+                         tp.me_file_id as m, {shape_sql("tp.matching_tags_snapshot")} as shape
+                  from target_populations tp
+                  where tp.target_band_id = any(:ids) and tp.me_file_id is not null) x
             group by 1, 2
             """
         ),
-        {"ids": [b.id for b in bands]},
+        {"ids": ids},
     ).all()
+    orphans = dict(
+        conn.execute(
+            text(
+                "select tp.target_band_id, count(*) from target_populations tp "
+                "where tp.target_band_id = any(:ids) and (tp.me_file_id is null or not exists "
+                "(select 1 from me_files f where f.id = tp.me_file_id)) group by 1"
+            ),
+            {"ids": ids},
+        ).all()
+    )
     per_band: dict[int, dict[str, int]] = {b.id: dict.fromkeys(SHAPES, 0) for b in bands}
-    for band_id, shape, count in counts:
+    broken: dict[int, int] = dict.fromkeys(ids, 0)
+    for band_id, shape, count, wrong_blanks in counts:
         per_band[band_id][shape] = count
+        if shape == Shape.NULL_VALUES:
+            broken[band_id] += wrong_blanks
+        elif shape in BROKEN_SHAPES:
+            broken[band_id] += count
     return [
-        BandRow(
-            b.id,
-            b.target_id,
-            b.title,
-            b.label,
-            b.is_bullseye,
-            b.groups,
+        replace(
+            b,
             population=sum(per_band[b.id].values()),
             shapes={str(k): v for k, v in per_band[b.id].items()},
+            orphans=orphans.get(b.id, 0),
+            broken=broken[b.id],
         )
         for b in bands
     ]
 
 
+def population_orphans(conn: Connection) -> OrphanCounts:
+    """Population rows outside every target's bands (NULL band, deleted band, band of no
+    target)."""
+    row = conn.execute(
+        text(
+            """
+            select count(*) filter (where tp.target_band_id is null),
+                   count(*) filter (where tp.target_band_id is not null and b.id is null),
+                   count(*) filter (where b.id is not null and t.id is null)
+            from target_populations tp
+            left join target_bands b on b.id = tp.target_band_id
+            left join targets t on t.id = b.target_id
+            where tp.target_band_id is null or b.id is null or t.id is null
+            """
+        )
+    ).one()
+    return OrphanCounts(*row)
+
+
+def carrier_tables(conn: Connection) -> tuple[str, ...]:
+    """Which of offers and ad_events exist here with the columns that carry a snapshot.
+
+    Read from the catalogue, which shows a table whatever the role may do with it.
+    """
+    return tuple(
+        conn.execute(
+            text(
+                "select t.name from unnest(cast(:tables as text[])) with ordinality as t(name, n) "
+                "where (select count(*) from pg_attribute a "
+                "       where a.attrelid = to_regclass(t.name) and a.attnum > 0 "
+                "       and not a.attisdropped and a.attname = any(:columns)) = 3 "
+                "order by t.n"
+            ),
+            {
+                "tables": ["offers", "ad_events"],
+                "columns": ["me_file_id", "target_band_id", "matching_tags_snapshot"],
+            },
+        ).scalars()
+    )
+
+
 def band_target(conn: Connection, band_id: int) -> int:
     """The target a band belongs to, or a clear UsageError."""
-    target_id = conn.execute(
+    row = conn.execute(
         text("select target_id from target_bands where id = :b"), {"b": band_id}
-    ).scalar()
-    if target_id is None:
+    ).first()
+    if row is None:
         raise UsageError(f"band {band_id} does not exist")
-    return target_id
+    if row[0] is None:
+        raise UsageError(f"band {band_id} belongs to no target (its target_id is NULL)")
+    return row[0]
+
+
+def display_title(target_id: int, title: str | None) -> str:
+    return title if title is not None else f"(untitled #{target_id})"
 
 
 def require_target(conn: Connection, target_id: int) -> str:
-    title = conn.execute(text("select title from targets where id = :t"), {"t": target_id}).scalar()
-    if title is None:
+    """The target's title for messages ("(untitled #5)" when NULL), or a clear UsageError."""
+    row = conn.execute(text("select title from targets where id = :t"), {"t": target_id}).first()
+    if row is None:
         raise UsageError(f"target {target_id} does not exist")
-    return title
+    return display_title(target_id, row[0])
