@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"rows per transaction (default {DEFAULT_BATCH_SIZE})",
     )
     engine_options(p, wait=True)
+    p.add_argument(
+        "--yes",
+        action="store_true",
+        help="with --engine oban: enqueue even when no job of the deprecated snapshot worker "
+        "has completed in oban_jobs",
+    )
     p.set_defaults(handler=cmd_snapshot)
 
     p = sub.add_parser("populate", help="Refresh Population of a target, snapshots included")
@@ -140,11 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, default=4, metavar="N", help="band jobs at a time (default 4)"
     )
-    engine_options(p, wait=False)
+    engine_options(p, wait=True)
     p.set_defaults(handler=cmd_backfill)
 
     p = sub.add_parser(
-        "oban-jobs", help="list the snapshot and population jobs in oban_jobs, counts per state"
+        "oban-jobs",
+        help="list the snapshot, population and backfill jobs in oban_jobs; retry or cancel one",
+        description="Oban schema versions 12 to 14 are known; every state of the version found "
+        "is listed (version 14 adds suspended).",
     )
     p.add_argument(
         "--state", choices=OBAN_STATES, action="append", help="only this state (repeatable)"
@@ -153,7 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker",
         action="append",
         metavar="W",
-        help="snapshot, populate or a worker name (repeatable; default both Qlarius workers)",
+        help="snapshot, populate, backfill or a worker name (repeatable; default those three "
+        "Qlarius workers)",
+    )
+    action = p.add_mutually_exclusive_group()
+    action.add_argument(
+        "--retry",
+        type=int,
+        metavar="JOB_ID",
+        help="run a discarded or cancelled job again, as Oban.retry_job does (only those: "
+        "Oban also retries completed, retryable and scheduled jobs, qsnap does not)",
+    )
+    action.add_argument(
+        "--cancel",
+        type=int,
+        metavar="JOB_ID",
+        help="cancel a job not yet ended, executing included, as Oban.cancel_job does: the row "
+        "becomes cancelled, then its node is asked to kill it",
     )
     p.add_argument("--limit", type=int, default=200, metavar="N", help="newest N (default 200)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -7,37 +7,36 @@ import json
 
 from qsnap_gui.cli.output import fmt_time, say, table
 from qsnap_gui.domain.errors import JobFailed, UsageError
+from qsnap_gui.domain.oban import ALL_STATES
 from qsnap_gui.engine.snapshots import DEFAULT_BATCH_SIZE, Mode
-from qsnap_gui.store.db import (
-    Database,
-)
+from qsnap_gui.store.db import Database
+
+OBAN_STATES = list(ALL_STATES)
 
 
 def oban_info(db: Database, *, write: bool = True, what: str = "--engine oban"):
-    from qsnap_gui.engine.oban import ObanUnavailable, require
+    """The usable oban_jobs table (a note on stderr for a schema version not checked)."""
+    from qsnap_gui.store.oban_jobs import ObanUnavailable, require
 
     with db.engine.connect() as conn:
         try:
-            return require(conn, write=write)
+            info = require(conn, write=write)
         except ObanUnavailable as exc:
             hint = "; run with --engine local" if what == "--engine oban" else ""
             raise UsageError(f"{what}: {exc}{hint}") from None
+    if info.note:
+        say(f"note: {info.note}")
+    return info
 
 
 def print_enqueued(results) -> None:
     for r in results:
-        if r.refused:
-            print(f"{r.subject}: already queued as Oban job {r.job_id} ({r.state}); not enqueued")
-        else:
-            print(f"{r.subject}: enqueued Oban job {r.job_id}")
+        print(r.line)
 
 
-def oban_wait(args: argparse.Namespace, db: Database, info, job_ids, follow=None) -> int:
+def follow(args: argparse.Namespace, db: Database, info, job_ids, *, quiet: bool = False):
+    """Follow the jobs to their end (``--wait``), printing each change unless quiet."""
     from qsnap_gui.engine.oban import wait_for_jobs
-
-    if not args.wait:
-        say("the jobs run on the Qlarius workers: follow them with qsnap oban-jobs")
-        return 0
 
     def changed(change) -> None:
         for line in change.lines():
@@ -50,9 +49,8 @@ def oban_wait(args: argparse.Namespace, db: Database, info, job_ids, follow=None
         db.engine,
         info,
         job_ids,
-        on_change=changed,
-        on_progress=progressed,
-        follow_target=follow,
+        on_change=None if quiet else changed,
+        on_progress=None if quiet else progressed,
         poll=max(args.poll, 0.01),
         timeout=args.timeout or None,
     )
@@ -61,6 +59,14 @@ def oban_wait(args: argparse.Namespace, db: Database, info, job_ids, follow=None
             f"stopped waiting after {args.timeout:g}s; the jobs go on on the Qlarius workers "
             "(qsnap oban-jobs)"
         )
+    return result
+
+
+def oban_wait(args: argparse.Namespace, db: Database, info, job_ids) -> int:
+    if not args.wait:
+        say("the jobs run on the Qlarius workers: follow them with qsnap oban-jobs")
+        return 0
+    result = follow(args, db, info, job_ids)
     for job in sorted(result.jobs.values(), key=lambda j: j.id):
         error = (
             f": {job.last_error.first_line}" if job.last_error and job.state != "completed" else ""
@@ -70,7 +76,7 @@ def oban_wait(args: argparse.Namespace, db: Database, info, job_ids, follow=None
 
 
 def snapshot_on_oban(args: argparse.Namespace, db: Database, band_ids: list[int]) -> int:
-    from qsnap_gui.engine.oban import enqueue_band, enqueue_bands
+    from qsnap_gui.engine.oban import DEPRECATED, enqueue_bands, snapshot_worker_doubt
 
     if args.mode != Mode.MISSING.value:
         raise UsageError(
@@ -78,12 +84,15 @@ def snapshot_on_oban(args: argparse.Namespace, db: Database, band_ids: list[int]
             "missing snapshots only"
         )
     info = oban_info(db)
+    say(f"warning: {DEPRECATED}")
+    if not args.yes:
+        with db.engine.connect() as conn:
+            doubt = snapshot_worker_doubt(conn, info)
+        if doubt:
+            raise UsageError(f"{doubt}: run with --engine local, or pass --yes to enqueue anyway")
     if args.batch_size != DEFAULT_BATCH_SIZE:
         say("note: --batch-size is ignored with --engine oban (the workers use their own)")
-    if args.band is not None:
-        results = [enqueue_band(db.engine, band_ids[0], info=info)]
-    else:
-        results = enqueue_bands(db.engine, band_ids, info=info)
+    results = enqueue_bands(db.engine, band_ids, info=info)
     print_enqueued(results)
     return oban_wait(args, db, info, [r.job_id for r in results])
 
@@ -91,22 +100,20 @@ def snapshot_on_oban(args: argparse.Namespace, db: Database, band_ids: list[int]
 def populate_on_oban(args: argparse.Namespace, db: Database, target_id: int) -> int:
     from sqlalchemy import text
 
-    from qsnap_gui.engine.oban import enqueue_populate, get_job
+    from qsnap_gui.engine.oban import enqueue_populate_or_follow
 
     if args.resume:
         raise UsageError("--resume needs --engine local (the snapshot stage runs here)")
     info = oban_info(db)
-    queued = enqueue_populate(db.engine, target_id, info=info)
+    queued = enqueue_populate_or_follow(db.engine, target_id, info=info)
     print_enqueued([queued])
-    with db.engine.connect() as conn:
-        since = get_job(conn, info, queued.job_id).inserted_at
-    code = oban_wait(args, db, info, [queued.job_id], follow=(target_id, since))
+    code = oban_wait(args, db, info, [queued.job_id])
     if args.wait:
         with db.engine.connect() as conn:
             status = conn.execute(
                 text("select population_status from targets where id = :t"), {"t": target_id}
             ).scalar()
-        print(f"target {target_id} is now {status}")
+        print(f"target {target_id} is now {status or 'not_populated'}")
     return code
 
 
@@ -115,28 +122,76 @@ def backfill_oban_check(args: argparse.Namespace, db: Database, include) -> obje
 
     if args.yes and set(include) - {Category.MISSING}:
         raise UsageError(
-            "--engine oban fixes missing snapshots only (Qlarius's worker has no repair or "
-            "force mode): pass --include missing, or use --engine local"
+            "--engine oban fixes missing snapshots only (Qlarius's BackfillMissingSnapshotsWorker "
+            "has no repair or force mode): pass --include missing, or use --engine local"
         )
     return oban_info(db, write=args.yes)
 
 
 def backfill_on_oban(args: argparse.Namespace, db: Database, info, plans, report) -> int:
-    from qsnap_gui.engine.oban import enqueue_bands
+    """One BackfillMissingSnapshotsWorker job, as the application's hourly cron inserts it."""
+    from qsnap_gui.engine.oban import BACKFILL_SCOPE, enqueue_backfill
+    from qsnap_gui.store.oban_jobs import missing_snapshots
 
-    results = enqueue_bands(db.engine, [p.band_id for p in plans], info=info)
+    say(f"note: {BACKFILL_SCOPE}")
+    if args.target:
+        say("note: the worker takes no target: it fills the missing snapshots of every target")
+    with db.engine.connect() as conn:
+        missing = missing_snapshots(conn)
+    if not missing:
+        if args.json:
+            report["enqueued"] = []
+            print(json.dumps(report, ensure_ascii=False, indent=2))
+        else:
+            print("no population snapshot is NULL: no job enqueued")
+        return 0
+    results = enqueue_backfill(db.engine, info=info)
+    if not args.json:
+        print_enqueued(results)
+    if not args.wait:
+        if args.json:
+            report["enqueued"] = [r.to_json() for r in results]
+            print(json.dumps(report, ensure_ascii=False, indent=2))
+        else:
+            say("the job runs on the Qlarius workers: follow it with qsnap oban-jobs")
+        return 0
+    result = follow(args, db, info, [r.job_id for r in results], quiet=args.json)
+    with db.engine.connect() as conn:
+        left = missing_snapshots(conn)
+    job = result.jobs.get(results[0].job_id)
     if args.json:
         report["enqueued"] = [r.to_json() for r in results]
+        report["job"] = job.to_json() if job else None
+        report["missing_left"] = left
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
-        print_enqueued(results)
-        say("the jobs run on the Qlarius workers: follow them with qsnap oban-jobs")
+        print(f"job {results[0].job_id} (every target): {job.state if job else 'pruned'}")
+        print(f"{left:,} population snapshots are still NULL")
+    return 1 if result.failed else 0
+
+
+def oban_job_action(args: argparse.Namespace, db: Database) -> int:
+    """``oban-jobs --retry N`` / ``--cancel N``: Oban.retry_job / Oban.cancel_job on one job."""
+    from qsnap_gui.engine.oban import cancel_job, retry_job
+
+    info = oban_info(db, write=True, what="oban-jobs")
+    if args.retry is not None:
+        job = retry_job(db.engine, args.retry, info=info)
+        print(
+            f"job {job.id} ({job.subject}): retried, {job.state} "
+            f"(attempt {job.attempt} of {job.max_attempts} so far)"
+        )
+    else:
+        print(cancel_job(db.engine, args.cancel, info=info).text)
     return 0
 
 
 def cmd_oban_jobs(args: argparse.Namespace, db: Database) -> int:
-    from qsnap_gui.engine.oban import STATES, WORKERS, list_jobs, resolve_worker, state_counts
+    from qsnap_gui.engine.oban import resolve_worker
+    from qsnap_gui.store.oban_jobs import WORKERS, list_jobs, state_counts
 
+    if args.retry is not None or args.cancel is not None:
+        return oban_job_action(args, db)
     info = oban_info(db, write=False, what="oban-jobs")
     workers = [resolve_worker(w) for w in args.worker] if args.worker else list(WORKERS)
     if args.limit < 1:
@@ -148,7 +203,8 @@ def cmd_oban_jobs(args: argparse.Namespace, db: Database) -> int:
         print(
             json.dumps(
                 {
-                    "table": f"{info.schema}.oban_jobs",
+                    "table": info.name,
+                    "schema_version": info.version,
                     "counts": counts,
                     "jobs": [j.to_json() for j in jobs],
                 },
@@ -157,7 +213,7 @@ def cmd_oban_jobs(args: argparse.Namespace, db: Database) -> int:
             )
         )
         return 0
-    print("  ".join(f"{s}: {counts[s]}" for s in STATES))
+    print("  ".join(f"{s}: {n}" for s, n in counts.items()))
     if not jobs:
         print("no jobs match")
         return 0
@@ -182,14 +238,3 @@ def cmd_oban_jobs(args: argparse.Namespace, db: Database) -> int:
         )
     )
     return 0
-
-
-OBAN_STATES = [
-    "available",
-    "scheduled",
-    "executing",
-    "retryable",
-    "completed",
-    "discarded",
-    "cancelled",
-]

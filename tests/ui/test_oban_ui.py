@@ -1,6 +1,7 @@
-"""The window with Qlarius's Oban workers (issue 9): Run on, the Oban jobs beside the local ones,
-Retry/Cancel, the pending view, polling paused while hidden. oban_jobs is built by Oban's own
-migrations and a stand-in node runs the jobs (both from tests/test_oban.py)."""
+"""The window with Qlarius's Oban workers: Run on, the Oban jobs beside the local ones,
+Retry/Cancel, the pending view, polling paused while hidden, the deprecated snapshot worker asked
+about first. oban_jobs is built by Oban's own migrations and a stand-in node runs the jobs (both
+from tests/test_oban.py)."""
 
 from __future__ import annotations
 
@@ -10,22 +11,32 @@ from pathlib import Path
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
+from sqlalchemy import text
 from uihelp import select_band, select_target
 
+from qsnap_gui.domain import oban as od
 from qsnap_gui.engine import oban
 from qsnap_gui.store.queries import band_target
-from qsnap_gui.ui import oban_view
-from qsnap_gui.ui.oban_view import WORKERS, ObanJobsModel
+from qsnap_gui.ui.oban import monitor
+from qsnap_gui.ui.oban.integration import WORKERS
+from qsnap_gui.ui.oban.jobs_table import ObanJobsModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.test_oban import StandInNode, a_band, install_oban, nulls  # noqa: E402
+from tests.test_oban import (  # noqa: E402
+    StandInNode,
+    a_band,
+    install_oban,
+    nulls,
+    oban_reference_insert,
+)
 
 WAIT_MS = 60_000
 
 
 @pytest.fixture
 def fast_polls(monkeypatch):
-    monkeypatch.setattr(oban_view, "POLL_MS", 50)
+    monkeypatch.setattr(monitor, "POLL_MS", 50)
 
 
 @pytest.fixture
@@ -71,6 +82,19 @@ def log_text(window) -> str:
     return window.log_view.toPlainText()
 
 
+def answer_deprecated_worker(window, qtbot, button) -> None:
+    """The window's question before a snapshot job on the deprecated worker."""
+    qtbot.waitUntil(
+        lambda: window.oban.confirm_box is not None and window.oban.confirm_box.isVisible(),
+        timeout=WAIT_MS,
+    )
+    box = window.oban.confirm_box
+    assert "Qlarius marks SnapshotBandPopulationsWorker deprecated" in box.text()
+    assert "no SnapshotBandPopulationsWorker job has completed in public.oban_jobs" in box.text()
+    box.button(button).click()
+    qtbot.waitUntil(lambda: window.oban.confirm_box is None, timeout=WAIT_MS)
+
+
 def test_without_oban_jobs_the_choice_is_hidden(database, make_window, qtbot):
     window = make_window(database)
     qtbot.waitUntil(lambda: window.oban.monitor.database is database, timeout=WAIT_MS)
@@ -97,8 +121,14 @@ def test_band_job_on_qlarius_workers_shows_each_transition(oban_window, qtbot):
     assert "fill missing snapshots only" in window.act_snap_force.toolTip()
 
     window.act_snap_missing.trigger()
+    answer_deprecated_worker(window, qtbot, QMessageBox.StandardButton.No)
+    assert "not enqueued (the snapshot worker is deprecated)" in log_text(window)
+    assert not window.oban.monitor.session_ids
+    window.act_snap_missing.trigger()
+    answer_deprecated_worker(window, qtbot, QMessageBox.StandardButton.Yes)
     qtbot.waitUntil(lambda: bool(window.oban.monitor.session_ids), timeout=WAIT_MS)
     (job_id,) = window.oban.monitor.session_ids
+    assert "warning: Qlarius marks SnapshotBandPopulationsWorker deprecated" in log_text(window)
     wait_state(window, qtbot, job_id, "available")
     assert not window.controller.jobs()  # nothing ran on this computer
     qtbot.waitUntil(lambda: not window.act_snap_missing.isEnabled(), timeout=WAIT_MS)
@@ -137,7 +167,7 @@ def test_band_job_on_qlarius_workers_shows_each_transition(oban_window, qtbot):
         assert line in log, line
     select_panel_row(window, job_id)
     details = window.oban.panel.details.toPlainText()
-    assert f"Oban job {job_id}: {oban.WORKER_BAND}" in details and "completed" in details
+    assert f"Oban job {job_id}: {od.WORKER_BAND}" in details and "completed" in details
     assert "attempt 1 at " in details and "the node lost its database connection" in details
     # the band's counts are read again: nothing missing any more
     qtbot.waitUntil(
@@ -197,15 +227,15 @@ def test_retry_and_cancel_from_the_jobs_dock(oban_window, qtbot, sql):
     wait_state(window, qtbot, running.job_id, "executing")
     select_panel_row(window, running.job_id)
     assert actions.cancel.isEnabled()
-    assert actions.cancel.text() == "&Cancel Oban job (ask its node to kill it)"
+    assert actions.cancel.text() == "&Cancel Oban job (mark it cancelled, ask its node to kill it)"
     actions.cancel.trigger()
-    qtbot.waitUntil(
-        lambda: f"job {running.job_id} is executing: asked its node" in log_text(window),
-        timeout=WAIT_MS,
-    )
+    wait_state(window, qtbot, running.job_id, "cancelled")  # as Oban.cancel_job leaves it
+    assert (
+        f"job {running.job_id} cancelled (it was executing on qlarius@worker-1: its node was "
+        "asked to kill it)"
+    ) in log_text(window)
     signals = [(n.channel, n.payload) for n in sql.notifies(timeout=5, stop_after=1)]
     assert signals == [("public.oban_signal", f'{{"action":"pkill","job_id":{running.job_id}}}')]
-    assert panel_job(window, running.job_id).state == "executing"  # the row is the node's
 
     # the discarded job: retried from the pending view, with one more attempt
     dialog = window.oban.show_pending()
@@ -244,10 +274,10 @@ def test_pending_view_filters_by_state_and_worker_with_counts(oban_window, qtbot
         lambda: {j.id for j in dialog.model.jobs()} == {made[1], made[2], populate},
         timeout=WAIT_MS,
     )
-    dialog.set_filter(state="available", worker=oban.WORKER_POPULATE)
+    dialog.set_filter(state="available", worker=od.WORKER_POPULATE)
     qtbot.waitUntil(lambda: [j.id for j in dialog.model.jobs()] == [populate], timeout=WAIT_MS)
     qtbot.waitUntil(lambda: dialog.counts.text().startswith("1 jobs: available 1"), timeout=WAIT_MS)
-    dialog.set_filter(state="cancelled", worker=oban.WORKER_BAND)
+    dialog.set_filter(state="cancelled", worker=od.WORKER_BAND)
     qtbot.waitUntil(lambda: [j.id for j in dialog.model.jobs()] == [made[0]], timeout=WAIT_MS)
     row = dialog.model.row_of(made[0])
     assert dialog.model.index(row, ObanJobsModel.STATE).data() == "cancelled"
@@ -300,17 +330,8 @@ def test_refresh_population_on_qlarius_workers(oban_window, qtbot):
     (populate,) = node.fetch()
     wait_state(window, qtbot, job_id, "executing")
     assert panel_cell(window, job_id, ObanJobsModel.NODE) == "qlarius@worker-2"
-    node.perform(populate)  # membership, then one band job per band
+    node.perform(populate)  # membership and the snapshots inline, as the application does now
     wait_state(window, qtbot, job_id, "completed")
-    qtbot.waitUntil(
-        lambda: (
-            len([j for j in window.oban.panel.model.jobs() if j.worker == oban.WORKER_BAND])
-            == len(window.bands_model.bands())
-        ),
-        timeout=WAIT_MS,
-    )
-    band_jobs = [j for j in window.oban.panel.model.jobs() if j.worker == oban.WORKER_BAND]
-    assert node.drain() == len(band_jobs)
     qtbot.waitUntil(
         lambda: (
             window.current_target().population_status == "populated"
@@ -319,6 +340,63 @@ def test_refresh_population_on_qlarius_workers(oban_window, qtbot):
         timeout=WAIT_MS,
     )
     assert f"job {job_id} (target {target_id}): executing -> completed" in log_text(window)
+    assert not [j for j in window.oban.panel.model.jobs() if j.worker == od.WORKER_BAND]
+
+    # a second refresh while the application's job is live follows that job
+    again = oban_reference_insert(db, od.WORKER_POPULATE, {"target_id": target_id})
+    wait_state(window, qtbot, again, "available")
+    window.oban.submit_refresh(window.current_target())
+    qtbot.waitUntil(
+        lambda: (
+            f"target {target_id}: already queued as job {again} (available), not enqueued again"
+            in log_text(window)
+        ),
+        timeout=WAIT_MS,
+    )
+    assert again in window.oban.monitor.session_ids
+
+
+def test_backfill_on_qlarius_workers_from_the_window(oban_window, qtbot):
+    """What the wizard's "Run on: Qlarius workers" asks: one BackfillMissingSnapshotsWorker job."""
+    window = oban_window
+    db = window.database
+    window.oban.monitor.enqueue_backfill()
+    qtbot.waitUntil(lambda: bool(window.oban.monitor.session_ids), timeout=WAIT_MS)
+    (job_id,) = window.oban.monitor.session_ids
+    wait_state(window, qtbot, job_id, "available")
+    assert panel_cell(window, job_id, ObanJobsModel.WORKER) == "backfill"
+    assert panel_cell(window, job_id, ObanJobsModel.SUBJECT) == "every target"
+    assert "fills the NULL snapshots of every target" in log_text(window)
+    node = StandInNode(db)
+    (claimed,) = node.fetch("maintenance")
+    wait_state(window, qtbot, job_id, "executing")
+    node.perform(claimed)
+    wait_state(window, qtbot, job_id, "completed")
+    assert nulls(db) == 0
+
+
+def test_pending_view_has_every_state_of_oban_14(database, make_window, qtbot, fast_polls):
+    install_oban(database, version=14)
+    made = oban.enqueue_band(database.engine, a_band(database)).job_id
+    with database.engine.begin() as conn:
+        conn.execute(text("update oban_jobs set state = 'suspended' where id = :id"), {"id": made})
+    window = make_window(database)
+    qtbot.waitUntil(lambda: window.oban.monitor.available, timeout=WAIT_MS)
+    assert window.oban.monitor.info.states == od.ALL_STATES
+    dialog = window.oban.show_pending()
+    expected = (
+        "1 jobs: available 0 · suspended 1 · scheduled 0 · executing 0 · retryable 0 · "
+        "completed 0 · discarded 0 · cancelled 0"
+    )
+    qtbot.waitUntil(lambda: dialog.counts.text() == expected, timeout=WAIT_MS)
+    dialog.set_filter(state="suspended")
+    qtbot.waitUntil(lambda: [j.id for j in dialog.model.jobs()] == [made], timeout=WAIT_MS)
+    dialog.view.selectRow(0)
+    assert dialog.cancel_button.isEnabled() and not dialog.retry_button.isEnabled()
+    dialog.cancel_button.click()
+    dialog.set_filter(state="cancelled")
+    qtbot.waitUntil(lambda: [j.id for j in dialog.model.jobs()] == [made], timeout=WAIT_MS)
+    dialog.close()
 
 
 def test_window_renders_the_oban_jobs(oban_window, qtbot, tmp_path, sql):
