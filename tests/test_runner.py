@@ -370,3 +370,44 @@ def test_a_signal_stops_populate_and_says_how_to_resume(fresh_db, signum, code, 
     assert "qsnap populate 1 --resume" in output
     assert "Traceback" not in output
     assert status_of(engine, 1) == "populating"
+
+
+def test_a_local_refresh_is_refused_while_the_application_refreshes_the_target(fresh_db, capsys):
+    """An available/scheduled/retryable/executing PopulateTargetWorker job for the target: the
+    refresh and its resume are refused naming the job (exit 2); once completed, it runs."""
+    from qsnap_gui.cli import main
+
+    engine = fresh_db.engine
+    url = engine.url.render_as_string(hide_password=False)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "create table oban_jobs (id bigserial primary key, state text not null, "
+                "queue text not null default 'default', worker text not null, "
+                "args jsonb not null default '{}', errors jsonb[] not null default '{}', "
+                "attempt int not null default 0, max_attempts int not null default 20, "
+                "inserted_at timestamp not null default now(), "
+                "scheduled_at timestamp not null default now(), attempted_at timestamp, "
+                "completed_at timestamp, attempted_by text[], discarded_at timestamp, "
+                "priority int not null default 0, tags text[] default '{}', "
+                "meta jsonb default '{}', cancelled_at timestamp)"
+            )
+        )
+        job_id = conn.execute(
+            text(
+                "insert into oban_jobs (state, queue, worker, args) values ('executing', "
+                "'targets', 'Qlarius.Jobs.PopulateTargetWorker', '{\"target_id\": 1}') returning id"
+            )
+        ).scalar_one()
+    before = status_of(engine, 1)
+    for state in ("available", "scheduled", "retryable", "executing"):
+        with engine.begin() as conn:
+            conn.execute(text("update oban_jobs set state = :s"), {"s": state})
+        assert main(["--dsn", url, "populate", "1"]) == 2
+        err = capsys.readouterr().err
+        assert f"Oban job {job_id} (PopulateTargetWorker) is {state}" in err
+        assert status_of(engine, 1) == before
+    with engine.begin() as conn:
+        conn.execute(text("update oban_jobs set state = 'completed', completed_at = now()"))
+    assert main(["--dsn", url, "populate", "1"]) == 0
+    assert status_of(engine, 1) == "populated"

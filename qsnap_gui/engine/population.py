@@ -12,7 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from qsnap_gui.domain.errors import RefreshInterrupted, TargetBusy, TargetLockLost, UsageError
 from qsnap_gui.domain.jobs import BandResult, JobState
-from qsnap_gui.engine.oban import targets_being_populated
+from qsnap_gui.engine.oban import application_refresh
 from qsnap_gui.engine.snapshots import describe_failure
 from qsnap_gui.store import locks
 from qsnap_gui.store.db import server_reason
@@ -330,13 +330,13 @@ StageFn = Callable[[str], None]
 
 
 def refuse_if_application_refreshing(engine: Engine, target_id: int) -> None:
-    """The application's own PopulateTargetWorker job for the target means it is busy there."""
+    """The application's own PopulateTargetWorker job for the target means it is busy there:
+    a local refresh beside it would set "populated" while the application works. Where
+    oban_jobs cannot be read, qsnap cannot rule that out and refuses too, saying why."""
     with engine.connect() as conn:
-        if targets_being_populated(conn, [target_id]):
-            raise TargetBusy(
-                f"target {target_id} is being refreshed by the Qlarius application "
-                "(a PopulateTargetWorker job is queued or running); try again when it has ended"
-            )
+        app = application_refresh(conn, target_id)
+    if app.blocks:
+        raise TargetBusy(app.refusal(target_id))
 
 
 def _set_status_durably(
