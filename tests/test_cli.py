@@ -243,3 +243,152 @@ def test_an_interrupted_demo_is_made_again_and_a_finished_one_left_alone(create_
         conn.execute(text("comment on table target_populations is null"))
     assert not seed_demo(engine, spec), "tables qsnap did not create are never touched"
     engine.dispose()
+
+
+# --- global options anywhere, masked argparse errors, "did you mean" -----------------------------
+
+
+def test_global_options_are_accepted_before_or_after_the_subcommand(db_url, capsys):
+    from qsnap_gui.cli.main import build_parser
+
+    before = run(capsys, "--dsn", db_url, "targets", "--json")
+    after = run(capsys, "targets", "--json", "--dsn", db_url)
+    assert before[0] == after[0] == 0, after[2]
+    assert json.loads(before[1]) == json.loads(after[1])
+
+    parse = build_parser().parse_args
+    for argv in (["-v", "--read-only", "targets"], ["targets", "-v", "--read-only"]):
+        args = parse(argv)
+        assert args.verbose and args.read_only and args.dsn is None, argv
+    plain = parse(["targets"])
+    assert not plain.verbose and not plain.read_only and plain.dsn is None
+    assert parse(["--dsn", "postgres://a/x", "targets", "--dsn", "postgres://b/y"]).dsn == (
+        "postgres://b/y"
+    )
+
+    # --read-only after the subcommand is honoured: the write is refused before it starts
+    code, _, err = run(capsys, "depopulate", "1", "--yes", "--dsn", db_url, "--read-only")
+    assert code == 2 and "connect without --read-only" in err
+
+
+def test_dsn_after_the_subcommand_with_a_password_is_used_and_never_printed(capsys):
+    """The issue's command line: it used to print the password in "unrecognized arguments"."""
+    code, out, err = run(capsys, "targets", "--dsn", "postgres://u:S3cret@nohost.invalid/db")
+    assert code == 2 and out == ""
+    assert "cannot connect to" in err and "nohost.invalid" in err
+    assert "S3cret" not in err and "unrecognized" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "shown"),
+    [
+        (["targets", "--dns", "postgres://u:S3cret@host/db"], "--dns postgres://u:***@host/db"),
+        (["oban-jobs", "postgresql://:S3cret@host/db"], "postgresql://:***@host/db"),
+        (["postgres://u:S3cret@host/db", "targets"], "invalid choice: 'postgres://u:***@host/db'"),
+        (["bands", "1", "host=h password=S3cret"], "password=***"),
+    ],
+)
+def test_every_argparse_error_masks_passwords(capsys, argv, shown):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    _, err = capsys.readouterr()
+    assert exit_.value.code == 2
+    assert shown in err and "S3cret" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["tragets"], "did you mean 'targets'?"),
+        (["bacfill", "--dry-run"], "did you mean 'backfill'?"),
+        (["snapshot", "--band", "1", "--mode", "forse"], "did you mean 'force'?"),
+    ],
+)
+def test_a_mistyped_choice_gets_did_you_mean(capsys, argv, hint):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    _, err = capsys.readouterr()
+    assert exit_.value.code == 2 and err.strip().endswith(hint)
+
+
+def test_a_choice_like_nothing_gets_no_guess(capsys):
+    with pytest.raises(SystemExit):
+        main(["zzzz"])
+    assert "did you mean" not in capsys.readouterr().err
+
+
+# --- wording, display width, empty targets ---------------------------------------------------
+
+
+def test_summary_wording_for_no_band_and_for_one_row(capsys):
+    from qsnap_gui.cli.output import plural, print_summary
+    from qsnap_gui.engine.snapshots import BandResult, JobState
+
+    assert print_summary([]) == 0
+    assert capsys.readouterr().out == "total: 0 rows written, no bands\n"
+    assert print_summary([BandResult(7, JobState.SUCCEEDED, rows_written=1, elapsed=0.5)]) == 0
+    out = capsys.readouterr().out
+    assert "band 7: succeeded, 1 row written in 0.50s" in out
+    assert "total: 1 row written, 1 of 1 bands succeeded" in out
+    assert [plural(1, "batch", "batches"), plural(2, "batch", "batches")] == [
+        "1 batch",
+        "2 batches",
+    ]
+
+
+def test_display_width_counts_wide_characters_twice_and_combining_marks_not_at_all():
+    from qsnap_gui.cli.output import display_width
+
+    assert display_width("Home") == 4
+    assert display_width("東京") == 4
+    assert display_width("Cafe\u0301") == 4  # e + combining acute
+    assert display_width("ｔｅｓｔ") == 8  # fullwidth Latin
+    assert display_width("a\u200bb") == 2  # zero-width space
+
+
+def _column_starts(line: str, values: list[str]) -> list[int]:
+    """The display column where each value begins on a table line."""
+    from qsnap_gui.cli.output import display_width
+
+    starts, at = [], 0
+    for value in values:
+        at = line.index(value, at)
+        starts.append(display_width(line[:at]))
+        at += len(value)
+    return starts
+
+
+def test_table_columns_line_up_with_wide_and_combining_characters():
+    from qsnap_gui.cli.output import table
+
+    rows = [[1, "東京ターゲット", "idle"], [22, "Cafe\u0301 Rennes", "populated"], [3, None, "x"]]
+    lines = table(["id", "title", "status"], rows).splitlines()
+    assert _column_starts(lines[0], ["id", "title", "status"]) == [0, 4, 20]
+    assert _column_starts(lines[2], ["1", "東京ターゲット", "idle"]) == [0, 4, 20]
+    assert _column_starts(lines[3], ["22", "Cafe\u0301 Rennes", "populated"]) == [0, 4, 20]
+    assert _column_starts(lines[4], ["3", "x"]) == [0, 20], "a NULL cell is blank, not 'None'"
+
+
+def test_targets_table_lines_up_wide_titles_and_json_coverage_is_null_when_empty(fresh_db, capsys):
+    url = fresh_db.url.render_as_string(hide_password=False)
+    with fresh_db.engine.begin() as conn:
+        conn.execute(text("update targets set title = '東京 Cafe\u0301 対象' where id = 1"))
+        conn.execute(
+            text(
+                "insert into targets (id, title, created_at, updated_at) "
+                "values (900, 'Nobody yet', now(), now())"
+            )
+        )
+    code, out, err = run(capsys, "--dsn", url, "targets")
+    assert code == 0, err
+    header, _, *rows = out.splitlines()
+    status_column = _column_starts(header, ["status"])[0]
+    first = next(r for r in rows if r.startswith("1 "))
+    status = first.split()[first.split().index("対象") + 1]
+    assert _column_starts(first, ["東京 Cafe\u0301 対象", status])[1] == status_column
+    assert "None" not in out
+    code, out, err = run(capsys, "--dsn", url, "targets", "--json")
+    assert code == 0, err
+    coverage = {t["id"]: t["coverage"] for t in json.loads(out)}
+    assert coverage[900] is None
+    assert coverage[1] is not None and 0 <= coverage[1] <= 1

@@ -4,7 +4,9 @@ unknown id, connection or schema problem."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
+import re
 import sys
 import time
 
@@ -16,6 +18,7 @@ from qsnap_gui.cli.bands import cmd_bands
 from qsnap_gui.cli.inspect import cmd_inspect
 from qsnap_gui.cli.oban import OBAN_STATES, cmd_oban_jobs
 from qsnap_gui.cli.populate import cmd_depopulate, cmd_populate
+from qsnap_gui.cli.server import cmd_server
 from qsnap_gui.cli.snapshot import cmd_snapshot
 from qsnap_gui.cli.targets import cmd_targets
 from qsnap_gui.cli.tools import cmd_bench, cmd_demo
@@ -26,7 +29,8 @@ from qsnap_gui.store.db import (
     open_database,
     server_reason,
 )
-from qsnap_gui.store.dsn import mask_text
+from qsnap_gui.store.dsn import mask_text, resolve_url
+from qsnap_gui.store.embedded import BULK_ME_FILES, use_bulk_sizing
 
 
 def engine_options(p: argparse.ArgumentParser, *, wait: bool) -> None:
@@ -48,19 +52,51 @@ def engine_options(p: argparse.ArgumentParser, *, wait: bool) -> None:
         )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with every error masked (an argument may be a URL with its password) and a
+    "did you mean" for a mistyped choice."""
+
+    def error(self, message: str):
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            options = re.findall(r"'([^']*)'", choice.group(2))
+            close = difflib.get_close_matches(choice.group(1), options, n=1)
+            if close:
+                message += f"; did you mean '{close[0]}'?"
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {mask_text(message)}\n")
+
+
+def global_options(p: argparse.ArgumentParser, default) -> None:
+    """--dsn, --read-only and -v; on a subcommand their default is SUPPRESS, so that one
+    given before the subcommand is not overwritten by the subcommand's default."""
+    p.add_argument(
+        "--dsn", metavar="URL", default=default, help="database URL (postgres://, ecto://, …)"
+    )
+    p.add_argument(
+        "--read-only",
+        action="store_true",
+        default=default if default is argparse.SUPPRESS else False,
+        help="open the session read-only (browse mode)",
+    )
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default if default is argparse.SUPPRESS else False,
+        help="print job log lines",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="qsnap",
         description="Inspect and repair Qlarius target population snapshots.",
         epilog="Without --dsn, QSNAP_DATABASE_URL or DATABASE_URL, qsnap uses its embedded "
         "demo database.",
     )
     parser.add_argument("--version", action="version", version=f"qsnap {__version__}")
-    parser.add_argument("--dsn", metavar="URL", help="database URL (postgres://, ecto://, …)")
-    parser.add_argument(
-        "--read-only", action="store_true", help="open the session read-only (browse mode)"
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="print job log lines")
+    global_options(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("targets", help="list targets with population and snapshot coverage")
@@ -207,9 +243,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="me_files (= populations) per scale (default 10000 100000)",
     )
     p.add_argument("--repeat", type=int, default=1, metavar="R", help="runs per strategy (median)")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the scratch databases (the next bench reuses them) instead of dropping them",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_bench, no_database=True)
+    p.set_defaults(handler=cmd_bench, no_database=True, bulk_server="qsnap bench")
+
+    p = sub.add_parser(
+        "server",
+        help="the embedded PostgreSQL server: status, stop, path",
+        description="The embedded server starts with the first qsnap process that needs it "
+        "and stops a minute after the last one exits (QSNAP_SERVER_LINGER seconds).",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["status", "stop", "path"],
+        default="status",
+        help="status (default): running or not, pid, port, sizes; stop; path: its data folder",
+    )
+    p.add_argument("--force", action="store_true", help="stop even while qsnap processes use it")
+    p.add_argument("--json", action="store_true", help="machine-readable status")
+    p.set_defaults(handler=cmd_server, no_database=True)
+
+    for command in sub.choices.values():
+        global_options(command, argparse.SUPPRESS)
     return parser
+
+
+def size_embedded_server(args: argparse.Namespace) -> None:
+    """Bulk sizing for the embedded server: for ``bench``, and for a demo of more than
+    BULK_ME_FILES me_files made there; every other use gets the modest desktop sizing."""
+    reason = getattr(args, "bulk_server", None)
+    if args.command == "demo" and args.me_files > BULK_ME_FILES and resolve_url(args.dsn) is None:
+        reason = f"a demo of {args.me_files:,} me_files"
+    if reason:
+        use_bulk_sizing(reason)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     db: Database | None = None
     started = time.monotonic()
     try:
+        size_embedded_server(args)
         if getattr(args, "no_database", False):
             return args.handler(args, None)
         db = open_database(

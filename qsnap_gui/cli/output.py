@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 
@@ -85,27 +86,50 @@ def fmt_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """ "1 band", "2 bands", "1 batch", "3 batches" (``words`` for an irregular plural)."""
+    return f"{n} {word if n == 1 else words or word + 's'}"
+
+
+def display_width(text: str) -> int:
+    """Terminal columns: wide East Asian characters take two, combining marks and other
+    zero-width characters none, so that columns line up under titles in any script."""
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
 def table(headers: list[str], rows: list[list[object]]) -> str:
-    cells = [[str(c) for c in row] for row in rows]
+    cells = [["" if c is None else str(c) for c in row] for row in rows]
     widths = [
-        max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)
+        max(display_width(h), *(display_width(r[i]) for r in cells)) if cells else len(h)
+        for i, h in enumerate(headers)
     ]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
-    lines.append("  ".join("-" * w for w in widths))
-    lines.extend("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in cells)
-    return "\n".join(lines)
+
+    def line(values: list[str]) -> str:
+        padded = (v + " " * (w - display_width(v)) for v, w in zip(values, widths, strict=True))
+        return "  ".join(padded).rstrip()
+
+    return "\n".join([line(headers), "  ".join("-" * w for w in widths), *map(line, cells)])
 
 
 def print_summary(results: list[BandResult]) -> int:
     failed = 0
     for r in results:
-        line = f"band {r.band_id}: {r.state}, {r.rows_written} rows written in {r.elapsed:.2f}s"
+        written = plural(r.rows_written, "row")
+        line = f"band {r.band_id}: {r.state}, {written} written in {r.elapsed:.2f}s"
         if r.attempts > 1:
             line += f" ({r.attempts} attempts)"
         if r.error and r.state is JobState.FAILED:
             line += f": {r.error}"
         print(line)
         failed += r.state is not JobState.SUCCEEDED
-    total = sum(r.rows_written for r in results)
-    print(f"total: {total} rows written, {len(results) - failed} of {len(results)} bands succeeded")
+    total = plural(sum(r.rows_written for r in results), "row")
+    outcome = (
+        f"{len(results) - failed} of {len(results)} bands succeeded" if results else "no bands"
+    )
+    print(f"total: {total} written, {outcome}")
     return 1 if failed else 0

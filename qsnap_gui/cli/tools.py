@@ -28,6 +28,6 @@ def cmd_bench(args: argparse.Namespace, db: Database | None) -> int:
 
     if args.repeat < 1 or any(n < 100 for n in args.scale):
         raise UsageError("--repeat must be at least 1 and each --scale at least 100")
-    results = [bench_scale(n, args.repeat, say) for n in args.scale]
+    results = [bench_scale(n, args.repeat, say, keep=args.keep) for n in args.scale]
     print(json.dumps(to_json(results), indent=2) if args.json else render(results))
     return 0
