@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from qsnap_gui.logs import setup_logging
 from qsnap_gui.ui.platform_check import exit_if_missing
 
 if TYPE_CHECKING:
@@ -94,6 +95,7 @@ class Screenshot:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging("qsnap-gui")
     exit_if_missing()
     import qasync
 

@@ -13,20 +13,25 @@ from PySide6.QtWidgets import (
 )
 
 from qsnap_gui.ui import format as fmt
-from qsnap_gui.ui.item_models import COVERAGE_ROLE, JOB_ROLE
+from qsnap_gui.ui.models.base import COVERAGE_ROLE, JOB_ROLE
+from qsnap_gui.ui.palette import (
+    COVERAGE_FAIR,
+    COVERAGE_GOOD,
+    COVERAGE_POOR,
+    PROGRESS_FILL,
+    PROGRESS_TEXT,
+    TRACK,
+)
 
-TRACK = QColor("#e2e8f0")
-PROGRESS_FILL = QColor("#93c5fd")
-PROGRESS_TEXT = QColor("#0f172a")
 BAR_MAX_WIDTH = 160
 
 
 def coverage_color(share: float) -> QColor:
     if share >= 0.95:
-        return QColor("#16a34a")
+        return COVERAGE_GOOD
     if share >= 0.6:
-        return QColor("#f59e0b")
-    return QColor("#dc2626")
+        return COVERAGE_FAIR
+    return COVERAGE_POOR
 
 
 def _background(option: QStyleOptionViewItem, painter: QPainter, delegate, index) -> QStyle:

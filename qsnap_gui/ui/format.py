@@ -39,3 +39,8 @@ def rate(rows_per_second: float) -> str:
 def when(value: datetime | None) -> str:
     """Database timestamps are UTC without a zone (DOMAIN.md); headers say so."""
     return value.strftime("%Y-%m-%d %H:%M") if value else "never"
+
+
+def stamp(value: datetime | None) -> str:
+    """To the second, for a single row's times (the inspector)."""
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
@@ -73,6 +74,8 @@ class Banner(QFrame):
 
 
 class LogView(QPlainTextEdit):
+    """The Log dock: what the log file gets, one line each (tracebacks stay in the file)."""
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setReadOnly(True)
@@ -88,6 +91,12 @@ class LogView(QPlainTextEdit):
         self.appendPlainText(f"{datetime.now():%H:%M:%S}  {line}")
         if at_end:
             self.moveCursor(QTextCursor.MoveOperation.End)
+
+    @Slot(int, str)
+    def append_record(self, level: int, message: str) -> None:
+        """A log record: warnings and errors say so."""
+        prefix = "" if level < logging.WARNING else f"{logging.getLevelName(level).lower()}: "
+        self.append_line(prefix + message)
 
 
 def badge(text: str, name: str, tooltip: str) -> QLabel:

@@ -16,7 +16,7 @@ from uihelp import libpq
 from qsnap_gui.engine.backfill import Category
 from qsnap_gui.engine.snapshots import JobState, Mode
 from qsnap_gui.store.db import open_database
-from qsnap_gui.ui.backfill_wizard import BackfillWizard, Page
+from qsnap_gui.ui.backfill import BackfillWizard, Page
 from qsnap_gui.ui.jobs import JobController
 
 WAIT_MS = 60_000

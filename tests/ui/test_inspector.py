@@ -18,7 +18,7 @@ from qsnap_gui.domain.codec import Decoded, Shape, decode
 from qsnap_gui.engine.inspection import pretty_json
 from qsnap_gui.store.db import open_database
 from qsnap_gui.ui.inspector import BandPopulationView, InspectorWidget, SearchField
-from qsnap_gui.ui.snapshot_tree import (
+from qsnap_gui.ui.models.snapshot_tree import (
     MAX_CHILD_NODES,
     BlankRole,
     NodeKind,
@@ -289,7 +289,11 @@ def test_stale_panel_and_resnapshot_clears_it(qtbot, inspector, world):
     with world.engine.begin() as conn:
         conn.execute(text("delete from me_file_tags where id = 1063"))
         conn.execute(
-            text("insert into me_file_tags values (1064, 6, 32, 'Garage', :a, :a, 1, 1)"),
+            text(
+                "insert into me_file_tags (id, me_file_id, trait_id, tag_value, added_date,"
+                " modified_date, added_by, modified_by)"
+                " values (1064, 6, 32, 'Garage', :a, :a, 1, 1)"
+            ),
             {"a": T1},
         )
     m = open_and_wait(qtbot, inspector, 6)
@@ -455,7 +459,7 @@ def test_population_view_pages_filters_and_opens(qtbot, db):
     with qtbot.waitSignal(view.pageLoaded, timeout=WAIT):
         view.set_shape("missing")
     assert view.model.rows and all(r.shape == "missing" for r in view.model.rows)
-    assert view.shape_filter.currentText() == "Never snapshotted"
+    assert view.shape_filter.currentText() == "Missing"
 
     row = min(3, len(view.model.rows) - 1)
     target = view.model.rows[row]

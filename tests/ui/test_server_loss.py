@@ -25,7 +25,7 @@ from uihelp import select_target as select_target_row
 from qsnap_gui.engine.snapshots import JobState
 from qsnap_gui.store.db import open_database
 from qsnap_gui.tools.demo import DemoSpec, generate_demo
-from qsnap_gui.ui.item_models import JobsModel
+from qsnap_gui.ui.models import JobsModel
 from tests.worlds import reference_snapshots, stored_snapshots
 
 WAIT_MS = 90_000

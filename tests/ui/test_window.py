@@ -25,7 +25,8 @@ from uihelp import (
 from qsnap_gui.engine.snapshots import JobState
 from qsnap_gui.store.db import open_database
 from qsnap_gui.ui.dialogs import ConnectDialog, PreferencesDialog
-from qsnap_gui.ui.item_models import STUCK_BG, TargetsModel
+from qsnap_gui.ui.models import TargetsModel
+from qsnap_gui.ui.palette import STUCK_BG
 from qsnap_gui.ui.settings import Preferences, recent_connections
 from qsnap_gui.ui.tasks import TaskRunner
 from qsnap_gui.ui.window import MainWindow

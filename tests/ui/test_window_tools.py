@@ -6,7 +6,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QApplication
 from uihelp import select_band, select_target
 
-from qsnap_gui.ui.backfill_wizard import BackfillWizard, Page
+from qsnap_gui.ui.backfill import BackfillWizard, Page
 from qsnap_gui.ui.inspector import BandPopulationView
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from qsnap_gui.ui.item_models import BandsModel
+from qsnap_gui.ui.models import BandsModel
 from qsnap_gui.ui.window import MainWindow
 
 

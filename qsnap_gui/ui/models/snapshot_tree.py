@@ -17,9 +17,11 @@ from enum import StrEnum
 from pathlib import Path
 
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
-from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtGui import QBrush, QFont
 
 from qsnap_gui.domain.codec import Decoded, Shape
+from qsnap_gui.ui.models.base import guard_model
+from qsnap_gui.ui.palette import BLANK_BG, BLANK_FG, NOTE_FG
 
 MAX_CHILD_NODES = 20_000
 DISPLAY_CHARS = 300
@@ -162,6 +164,7 @@ def count_nodes(root: Node) -> int:
     return sum(1 + count_nodes(c) for c in root.children)
 
 
+@guard_model
 class SnapshotTreeModel(QAbstractItemModel):
     """Read-only model over a ``Node`` tree; never raises on any index it is handed."""
 
@@ -264,12 +267,12 @@ class SnapshotTreeModel(QAbstractItemModel):
             return node.tooltip if column == 0 else None
         if role == Qt.ItemDataRole.ForegroundRole:
             if node.blank:
-                return QBrush(QColor("#a4262c"))
+                return QBrush(BLANK_FG)
             if node.kind in (NodeKind.MESSAGE, NodeKind.MORE, NodeKind.RAW):
-                return QBrush(QColor("#555555"))
+                return QBrush(NOTE_FG)
             return None
         if role == Qt.ItemDataRole.BackgroundRole:
-            return QBrush(QColor("#fff4ce")) if node.blank else None
+            return QBrush(BLANK_BG) if node.blank else None
         if role == Qt.ItemDataRole.FontRole:
             if node.kind is NodeKind.PARENT and column == 0:
                 font = QFont()

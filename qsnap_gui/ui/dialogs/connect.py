@@ -1,4 +1,4 @@
-"""File > Connect… and Preferences."""
+"""File > Connect…: a URL or host/port/database/user, tested before it is accepted."""
 
 from __future__ import annotations
 
@@ -13,13 +13,10 @@ from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
     QDialogButtonBox,
-    QDoubleSpinBox,
     QFormLayout,
-    QGroupBox,
     QLabel,
     QLineEdit,
     QProgressBar,
-    QSpinBox,
     QTabWidget,
     QVBoxLayout,
     QWidget,
@@ -37,9 +34,7 @@ from qsnap_gui.store.secrets import (
 )
 from qsnap_gui.tools.demo import ensure_demo_database
 from qsnap_gui.ui.icons import icon
-from qsnap_gui.ui.jobs import default_threads
 from qsnap_gui.ui.settings import (
-    Preferences,
     recent_connections,
     remember_connection,
     without_password,
@@ -313,85 +308,3 @@ def _open(raw: str | None, read_only: bool, remember: bool) -> tuple[Database, s
         log.warning("%s", exc)
         return database, str(exc)
     return database, ""
-
-
-class PreferencesDialog(QDialog):
-    def __init__(self, preferences: Preferences, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setWindowTitle("Preferences")
-        self.setWindowIcon(icon("preferences"))
-        self.batch_size = QSpinBox()
-        self.batch_size.setRange(10, 1_000_000)
-        self.batch_size.setSingleStep(100)
-        self.batch_size.setGroupSeparatorShown(True)
-        self.batch_size.setSuffix(" rows")
-        self.batch_size.setToolTip("Rows written per transaction by a snapshot job")
-        self.pool_size = QSpinBox()
-        self.pool_size.setRange(0, 64)
-        self.pool_size.setSpecialValueText(f"automatic ({default_threads()})")
-        self.pool_size.setToolTip(
-            "Band jobs running at once; automatic is one per band up to the number of CPUs"
-        )
-        self.backoff = QDoubleSpinBox()
-        self.backoff.setRange(0.0, 60.0)
-        self.backoff.setDecimals(2)
-        self.backoff.setSuffix(" s")
-        self.backoff.setToolTip("Wait before the second attempt of a failed job; doubles after")
-        self.confirm_refresh = QCheckBox("Before Refresh Population")
-        self.confirm_force = QCheckBox("Before a forced re-snapshot")
-        self.confirm_depopulate = QCheckBox("Before Depopulate")
-        self.confirm_close = QCheckBox("Before closing while jobs run")
-
-        jobs = QGroupBox("Jobs")
-        jobs_form = QFormLayout(jobs)
-        jobs_form.addRow("Batch size", self.batch_size)
-        jobs_form.addRow("Threads", self.pool_size)
-        jobs_form.addRow("Retry backoff", self.backoff)
-        confirmations = QGroupBox("Ask for confirmation")
-        confirm_layout = QVBoxLayout(confirmations)
-        for box in (
-            self.confirm_refresh,
-            self.confirm_force,
-            self.confirm_depopulate,
-            self.confirm_close,
-        ):
-            confirm_layout.addWidget(box)
-        buttons = QDialogButtonBox(
-            QDialogButtonBox.StandardButton.Ok
-            | QDialogButtonBox.StandardButton.Cancel
-            | QDialogButtonBox.StandardButton.RestoreDefaults
-        )
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        buttons.button(QDialogButtonBox.StandardButton.RestoreDefaults).clicked.connect(
-            self._defaults
-        )
-        layout = QVBoxLayout(self)
-        layout.addWidget(jobs)
-        layout.addWidget(confirmations)
-        layout.addWidget(buttons)
-        self._show(preferences)
-
-    def _show(self, p: Preferences) -> None:
-        self.batch_size.setValue(p.batch_size)
-        self.pool_size.setValue(p.pool_size)
-        self.backoff.setValue(p.retry_backoff)
-        self.confirm_refresh.setChecked(p.confirm_refresh)
-        self.confirm_force.setChecked(p.confirm_force)
-        self.confirm_depopulate.setChecked(p.confirm_depopulate)
-        self.confirm_close.setChecked(p.confirm_close)
-
-    @Slot()
-    def _defaults(self) -> None:
-        self._show(Preferences())
-
-    def preferences(self) -> Preferences:
-        return Preferences(
-            batch_size=self.batch_size.value(),
-            pool_size=self.pool_size.value(),
-            retry_backoff=self.backoff.value(),
-            confirm_refresh=self.confirm_refresh.isChecked(),
-            confirm_force=self.confirm_force.isChecked(),
-            confirm_depopulate=self.confirm_depopulate.isChecked(),
-            confirm_close=self.confirm_close.isChecked(),
-        )
