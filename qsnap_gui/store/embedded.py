@@ -75,24 +75,24 @@ _COMMON = {
     "random_page_cost": "1.1",
     "effective_cache_size": "4GB",
     "min_wal_size": "80MB",
+    # a WAL file no longer needed is removed, not renamed for reuse: after a bulk load the
+    # folder would otherwise keep gigabytes of recycled files until they are written again
+    "wal_recycle": "off",
 }
-# a desktop tool: small buffers, checkpoints often enough that the WAL stays near 1 GB at
-# most, and WAL files removed rather than kept for reuse
+# a desktop tool: small buffers, checkpoints often enough that the WAL stays near 1 GB at most
 DESKTOP = {
     **_COMMON,
     "shared_buffers": "256MB",
     "max_wal_size": "1GB",
     "checkpoint_timeout": "5min",
-    "wal_recycle": "off",
     "maintenance_work_mem": "256MB",
 }
-# bulk loads and timings: a 200,000 me_file demo wrote 1.7 GB of WAL between checkpoints
+# bulk loads and timings: the bench, and demos of more than BULK_ME_FILES me_files
 BULK = {
     **_COMMON,
     "shared_buffers": f"{_buffers_mb()}MB",
     "max_wal_size": "8GB",
     "checkpoint_timeout": "30min",
-    "wal_recycle": "on",
     "maintenance_work_mem": "512MB",
 }
 NEEDS_RESTART = {"shared_buffers", "wal_level", "max_wal_senders"}
