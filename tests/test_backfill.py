@@ -24,6 +24,8 @@ from qsnap_gui.engine import backfill as bf
 from qsnap_gui.engine.backfill import Category
 from qsnap_gui.engine.runner import run_backfill
 from qsnap_gui.engine.snapshots import CancelFlag, JobState, Mode
+from tests import reference
+from tests.reference import judge
 from tests.worlds import reference_snapshots
 
 INT = "'^-?[0-9]+$'"
@@ -116,24 +118,25 @@ def url_of(db) -> str:
 
 
 def expected_counts(conn, *, stale: bool = False) -> dict[int, dict]:
-    """Per band: population, missing, broken, each broken shape (and stale), counted here."""
+    """Per band: population, missing, broken, each broken shape (and stale), counted here.
+
+    Shapes come from the SQL above; whether a row is broken (blank values only where the tag
+    has a value now) or stale (up to tie order) from the Python reference.
+    """
+    verdict = judge(conn)
     out: dict[int, dict] = defaultdict(lambda: Counter())
-    by_band: dict[int, dict[int, tuple[object, str]]] = defaultdict(dict)
-    for pid, band_id, _target, snap, shape in conn.execute(text(ROWS_WITH_SHAPE)):
+    for pid, band_id, _target, _snap, shape in conn.execute(text(ROWS_WITH_SHAPE)):
+        if verdict[pid] == "orphan":
+            continue
         c = out[band_id]
         c["population"] += 1
-        c[shape] += 1
-        if shape in BROKEN:
+        if verdict[pid] == "missing":
+            c["missing"] += 1
+        elif verdict[pid] == "broken":
             c["broken"] += 1
-        by_band[band_id][pid] = (snap, shape)
-    if stale:
-        for band_id, rows in by_band.items():
-            reference = reference_snapshots(conn, band_id)
-            out[band_id]["stale"] = sum(
-                1
-                for pid, (snap, shape) in rows.items()
-                if shape == "envelope" and snap != reference[pid]
-            )
+            c[shape] += 1
+        elif verdict[pid] == "stale" and stale:
+            c["stale"] += 1
     return out
 
 
@@ -203,10 +206,12 @@ def assert_scan_matches(result: bf.ScanResult, expected: dict[int, dict], *, sta
 
 def test_demo_data_holds_every_shape(db):
     with db.engine.connect() as conn:
-        shapes = Counter()
+        shapes = Counter(shape for *_, shape in conn.execute(text(ROWS_WITH_SHAPE)))
+        broken = Counter()
         for counts in expected_counts(conn).values():
-            shapes.update({k: v for k, v in counts.items() if k not in ("population", "broken")})
+            broken.update({k: v for k, v in counts.items() if k in BROKEN})
     assert set(shapes) == {"missing", "envelope", *BROKEN}, shapes
+    assert set(broken) == set(BROKEN), broken
 
 
 def test_scan_counts_equal_independent_sql(db):
@@ -405,7 +410,7 @@ def test_missing_and_broken_fix_both_and_keep_stale_rows(fresh_db):
     with fresh_db.engine.connect() as conn:
         before_counts = expected_counts(conn, stale=True)
         before = rows_state(conn)
-        shapes = dict(conn.execute(text(f"select id, shape from ({ROWS_WITH_SHAPE}) r")).all())
+        verdicts = judge(conn)
     scan, outcomes = _run(fresh_db, ["missing", "broken"])
     assert outcomes and all(o.state is JobState.SUCCEEDED for o in outcomes)
     with fresh_db.engine.connect() as conn:
@@ -414,7 +419,7 @@ def test_missing_and_broken_fix_both_and_keep_stale_rows(fresh_db):
     assert sum(c["missing"] + c["broken"] for c in after_counts.values()) == 0
     assert after_counts[stale_band]["stale"] == before_counts[stale_band]["stale"] > 0
     for pid, (snap, updated_at) in before.items():
-        if shapes[pid] == "envelope":  # good and stale rows: outside the scope
+        if verdicts[pid] in ("good", "stale", "orphan"):  # outside the scope
             assert after[pid] == (snap, updated_at), pid
         else:
             assert after[pid][0] != snap, pid
@@ -436,7 +441,7 @@ def test_stale_rewrites_the_bands_with_stale_rows_and_nothing_else(fresh_db):
         band_of = dict(
             conn.execute(text("select id, target_band_id from target_populations")).all()
         )
-        shapes = dict(conn.execute(text(f"select id, shape from ({ROWS_WITH_SHAPE}) r")).all())
+        verdicts = judge(conn)
         chosen_bands = set(band_ids_of(conn, [target]))
     stale_bands = {b for b, c in before_counts.items() if c["stale"]}
     assert stale_bands & chosen_bands == {band}
@@ -467,16 +472,15 @@ def test_stale_rewrites_the_bands_with_stale_rows_and_nothing_else(fresh_db):
     force = next(o for o in outcomes if o.band_id == band)
     counts = before_counts[band]
     assert force.fixed(Category.STALE) == counts["stale"]
-    assert force.rows_written == counts["population"]
-    assert force.rewritten_unchanged == (
-        counts["population"] - counts["stale"] - counts["missing"] - counts["broken"]
-    )
+    # force mode writes only the rows whose snapshot changes (DOMAIN.md "Fixed point")
+    assert force.rows_written == counts["stale"] + counts["missing"] + counts["broken"]
+    assert force.rewritten_unchanged == 0
     for pid, (snap, updated_at) in before.items():
         band_id = band_of[pid]
-        if band_id not in chosen_bands or (band_id != band and shapes[pid] == "envelope"):
-            # other targets, and good rows of the bands run in repair or missing mode
+        if band_id not in chosen_bands or verdicts[pid] in ("good", "orphan"):
+            # other targets, and rows already right, also in the band run in force mode
             assert after[pid] == (snap, updated_at), pid
-        elif band_id == band:  # force mode: every row rewritten
+        elif band_id == band:
             assert after[pid][1] >= updated_at, pid
 
 
@@ -490,12 +494,47 @@ def test_run_band_with_nothing_to_fix_writes_nothing(fresh_db):
             ),
             {"b": band},
         )
-        before = rows_state(conn)
+        for table in reference.CARRIERS:  # no offer or ad event left NULL either
+            conn.execute(
+                text(
+                    f"update {table} set matching_tags_snapshot = '{{\"tags\": []}}' "
+                    "where target_band_id = :b and matching_tags_snapshot is null"
+                ),
+                {"b": band},
+            )
+        before = rows_state(conn), reference.carriers(conn)
     outcome = bf.run_band(fresh_db.engine, band, ["missing", "broken"])
     assert outcome.mode is None and outcome.state is JobState.SUCCEEDED
     assert outcome.rows_written == 0 and outcome.fixed(Category.MISSING) == 0
+    assert outcome.before.offers_left_null == 0
+    with fresh_db.engine.connect() as conn:
+        assert (rows_state(conn), reference.carriers(conn)) == before
+
+
+def test_offers_left_null_alone_make_a_job_that_fills_them_and_nothing_else(fresh_db):
+    with fresh_db.engine.begin() as conn:
+        band = largest_band(conn, 1)
+        conn.execute(
+            text(
+                "update target_populations set matching_tags_snapshot = '{\"tags\": []}' "
+                "where target_band_id = :b"
+            ),
+            {"b": band},
+        )
+        before = rows_state(conn)
+        carriers = reference.carriers(conn)
+        left = reference.left_null(conn)
+    assert left > 0, "the demo leaves some offers and ad events NULL"
+    outcome = bf.run_band(fresh_db.engine, band, ["missing", "broken"])
+    assert outcome.mode is Mode.MISSING and outcome.state is JobState.SUCCEEDED
+    assert outcome.rows_written == 0
+    assert outcome.before.offers_left_null > 0 and outcome.offers_remaining == 0
+    assert outcome.offers_fixed == outcome.before.offers_left_null
     with fresh_db.engine.connect() as conn:
         assert rows_state(conn) == before
+        assert reference.normalised(reference.carriers(conn)) == reference.normalised(
+            reference.expected_carriers(carriers, conn, {band})
+        )
 
 
 def test_report_csv(fresh_db, tmp_path):
@@ -511,8 +550,12 @@ def test_report_csv(fresh_db, tmp_path):
         assert int(r["missing_fixed"]) == o.fixed(Category.MISSING)
         assert int(r["broken_fixed"]) == o.fixed(Category.BROKEN)
         assert r["stale_before"] == r["stale_fixed"] == ""
+        assert int(r["offers_left_null_before"]) == o.before.offers_left_null
+        assert int(r["offers_left_null_fixed"]) == o.offers_fixed
+        assert r["offers_left_null_remaining"] == "0"
         assert int(r["rows_written"]) == o.rows_written
         assert r["error"] == ""
+    assert sum(int(r["offers_left_null_fixed"]) for r in rows) > 0
 
 
 # --- command line ------------------------------------------------------------------------------
@@ -534,8 +577,11 @@ def test_cli_dry_run_json_changes_nothing(db, db_url, capsys):
     assert report["include"] == ["missing", "broken"]
     with db.engine.connect() as conn:
         expected = expected_counts(conn)
+        left_null = reference.left_null(conn)
     assert report["totals"]["missing"] == sum(c["missing"] for c in expected.values())
     assert report["totals"]["broken"] == sum(c["broken"] for c in expected.values())
+    assert report["totals"]["offers_left_null"] == left_null > 0
+    assert sum(b["offers_left_null"] for b in report["bands"]) == left_null
     for band in report["bands"]:
         want = expected.get(band["band_id"], Counter())
         assert band["missing"] == want["missing"] and band["broken"] == want["broken"]
