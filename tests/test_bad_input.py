@@ -427,5 +427,6 @@ def test_odd_names_survive_every_view_export_and_search(fresh_db, capsys, tmp_pa
         assert stored_snapshots(conn, band) == reference_snapshots(conn, band)
 
     after = table_digests(db.engine)
-    del after["target_populations"], before["target_populations"]
-    assert after == before, "a snapshot run or a search wrote outside the snapshot column"
+    for table in ("target_populations", "offers", "ad_events"):  # the snapshot columns
+        del after[table], before[table]
+    assert after == before, "a snapshot run or a search wrote outside the snapshot columns"
