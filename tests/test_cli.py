@@ -321,7 +321,8 @@ def test_a_choice_like_nothing_gets_no_guess(capsys):
 
 
 def test_summary_wording_for_no_band_and_for_one_row(capsys):
-    from qsnap_gui.cli.output import plural, print_summary
+    from qsnap_gui.cli.output import print_summary
+    from qsnap_gui.domain.words import plural
     from qsnap_gui.engine.snapshots import BandResult, JobState
 
     assert print_summary([]) == 0

@@ -10,12 +10,20 @@ from collections.abc import Callable
 from datetime import datetime
 
 from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.domain.words import plural
 from qsnap_gui.engine.snapshots import BandResult, JobState, Progress
 from qsnap_gui.store.db import (
     Database,
 )
 
 Handler = Callable[[argparse.Namespace, Database], int]
+
+# progress and log lines share stderr under one lock, so neither is written into the middle of
+# the other; the progress line a terminal redraws in place is cleared before a log line and
+# drawn again under it (stream id -> (stream, that line))
+OUTPUT_LOCK = threading.RLock()
+_drawn: dict[int, tuple[object, str]] = {}
+CLEAR_LINE = "\r\033[K"
 
 
 class ProgressPrinter:
@@ -24,7 +32,7 @@ class ProgressPrinter:
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
-        self.lock = threading.Lock()
+        self.lock = OUTPUT_LOCK
         self.state: dict[int, Progress] = {}
         self.last_step: dict[int, int] = {}
 
@@ -37,8 +45,10 @@ class ProgressPrinter:
                     pct = 100 * q.rows_done // q.rows_total if q.rows_total else 0
                     bar = "#" * (pct // 10) + "." * (10 - pct // 10)
                     parts.append(f"band {band_id} [{bar}] {pct:3d}% {q.state}")
-                self.stream.write("\r" + "  ".join(parts)[:200])
+                line = "  ".join(parts)[:200]
+                self.stream.write(CLEAR_LINE + line)
                 self.stream.flush()
+                _drawn[id(self.stream)] = (self.stream, line)
                 return
             if p.state is JobState.RUNNING and p.batches and self._worth_a_line(p):
                 self.stream.write(
@@ -58,12 +68,21 @@ class ProgressPrinter:
         return False
 
     def done(self) -> None:
-        if self.tty and self.state:
-            self.stream.write("\n")
+        with self.lock:
+            if _drawn.pop(id(self.stream), None) is not None:
+                self.stream.write("\n")
 
 
 def say(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    """A log line on stderr, written whole; a progress line on a terminal stays under it."""
+    stream = sys.stderr
+    with OUTPUT_LOCK:
+        drawn = _drawn.get(id(stream))
+        if drawn is None:
+            stream.write(line + "\n")
+        else:
+            stream.write(f"{CLEAR_LINE}{line}\n{drawn[1]}")
+        stream.flush()
 
 
 def require_write(args: argparse.Namespace, db: Database, action: str, needed: tuple) -> None:
@@ -71,6 +90,11 @@ def require_write(args: argparse.Namespace, db: Database, action: str, needed: t
 
     With ``--engine oban`` the writes are the job rows, which oban.require checks.
     """
+    if db.server_read_only:
+        raise UsageError(
+            f"{action} writes to the database, but the database (or session) is read-only "
+            "(transaction_read_only is on: default_transaction_read_only, or a standby)"
+        )
     if db.read_only:
         raise UsageError(f"{action} writes to the database: connect without --read-only")
     if getattr(args, "engine", "local") != "local":
@@ -84,11 +108,6 @@ def require_write(args: argparse.Namespace, db: Database, action: str, needed: t
 
 def fmt_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S") if value else "never"
-
-
-def plural(n: int, word: str, words: str | None = None) -> str:
-    """ "1 band", "2 bands", "1 batch", "3 batches" (``words`` for an irregular plural)."""
-    return f"{n} {word if n == 1 else words or word + 's'}"
 
 
 def display_width(text: str) -> int:

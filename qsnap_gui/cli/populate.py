@@ -9,6 +9,7 @@ from qsnap_gui.cli.interrupt import Interrupts
 from qsnap_gui.cli.oban import populate_on_oban
 from qsnap_gui.cli.output import ProgressPrinter, print_summary, require_write, say
 from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.domain.words import plural
 from qsnap_gui.store.db import (
     DEPOPULATE_PRIVILEGES,
     POPULATE_PRIVILEGES,
@@ -42,7 +43,7 @@ def cmd_populate(args: argparse.Namespace, db: Database) -> int:
     if result.diff:
         d = result.diff
         print(
-            f"target {target_id}: {d.total} me_files in {len(result.bands)} bands "
+            f"target {target_id}: {plural(d.total, 'me_file')} in {plural(len(result.bands), 'band')} "
             f"({d.kept} kept, {d.inserted} inserted, {d.deleted} deleted, {d.moved} moved)"
         )
     code = print_summary(result.bands) if result.bands else 0

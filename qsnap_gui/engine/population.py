@@ -12,6 +12,7 @@ from sqlalchemy.exc import DBAPIError
 
 from qsnap_gui.domain.errors import RefreshInterrupted, TargetBusy, TargetLockLost, UsageError
 from qsnap_gui.domain.jobs import BandResult, JobState
+from qsnap_gui.domain.words import plural
 from qsnap_gui.engine.oban import application_refresh
 from qsnap_gui.engine.snapshots import describe_failure
 from qsnap_gui.store import locks
@@ -401,7 +402,9 @@ class RefreshFlow:
             verb = "resuming" if self.resume else "computing membership of"
             _set_status_durably(self.engine, self.target_id, "populating")
             self.status_after = "populating"
-            self.say(f"target {self.target_id} ({self.title}): {verb} {len(self.band_ids)} bands")
+            self.say(
+                f"target {self.target_id} ({self.title}): {verb} {plural(len(self.band_ids), 'band')}"
+            )
             self.diff = self._apply_membership(status, timeout)
             d = self.diff
             self.say(

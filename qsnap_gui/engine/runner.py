@@ -38,6 +38,7 @@ from qsnap_gui.domain.jobs import (
     Mode,
     Progress,
 )
+from qsnap_gui.domain.words import plural
 from qsnap_gui.engine.backfill import BandOutcome, BandPlan, run_band
 from qsnap_gui.engine.population import RefreshFlow, RefreshResult
 from qsnap_gui.engine.snapshots import WRITERS, describe_failure, snapshot_band
@@ -205,7 +206,9 @@ class Runner:
     def backfill(self, plans: Iterable[BandPlan], *, batch_size: int | None = None) -> int:
         """A backfill run: one band job per plan, each counting its band again afterwards."""
         plans = list(plans)
-        job = self._new(JobKind.BACKFILL, None, None, f"Backfill {len(plans)} bands", "backfill")
+        job = self._new(
+            JobKind.BACKFILL, None, None, f"Backfill {plural(len(plans), 'band')}", "backfill"
+        )
         job.info.max_attempts = 1
         self._begin(job)
         for p in plans:
@@ -375,7 +378,7 @@ class Runner:
             self._say(
                 f"{flow.title}: {diff.total:,} populations ({diff.inserted:,} new, "
                 f"{diff.deleted:,} removed, {diff.moved:,} moved); snapshotting "
-                f"{len(flow.band_ids)} bands"
+                f"{plural(len(flow.band_ids), 'band')}"
             )
         if job.cancel.is_set() or not flow.band_ids:
             self._refresh_finish(job)

@@ -35,6 +35,7 @@ from qsnap_gui.domain.jobs import (
     Mode,
     Progress,
 )
+from qsnap_gui.domain.words import plural
 from qsnap_gui.store import locks
 from qsnap_gui.store.db import server_reason
 from qsnap_gui.store.interrupt import backend_pid, interrupt_on, lock_waits
@@ -327,17 +328,65 @@ ProgressFn = Callable[[Progress], None]
 LogFn = Callable[[str], None]
 
 
+_BAND_LOCK_HOLDER_SQL = """
+    select l.pid, a.application_name from pg_locks l
+    left join pg_stat_activity a on a.pid = l.pid
+    where l.locktype = 'advisory' and l.granted and l.objsubid = 2
+      and l.classid = cast(:kind as oid) and l.objid = cast(:id as oid)
+"""
+
+
+def _orphan_holding(conn: Connection, band_id: int, orphans: set[int]) -> int | None:
+    """The pid of a session of this job's earlier attempts that still holds the band's lock."""
+    row = conn.execute(text(_BAND_LOCK_HOLDER_SQL), {"kind": locks.BAND, "id": band_id}).first()
+    conn.commit()
+    if row is None or row[0] not in orphans or row[1] != f"qsnap band {band_id}":
+        return None
+    return int(row[0])
+
+
+def _terminate(conn: Connection, pid: int) -> bool:
+    """End a server session; False where the role may not (or it has already gone)."""
+    try:
+        ended = bool(conn.execute(text("select pg_terminate_backend(:p)"), {"p": pid}).scalar())
+        conn.commit()
+    except DBAPIError:
+        conn.rollback()
+        return False
+    return ended
+
+
 def _wait_for_band_lock(
-    conn: Connection, band_id: int, cancel: CancelFlag, report: ProgressFn, say: LogFn
+    conn: Connection,
+    band_id: int,
+    cancel: CancelFlag,
+    report: ProgressFn,
+    say: LogFn,
+    orphans: set[int] | None = None,
 ) -> None:
-    """Take the band's advisory lock, waiting (cancellably) while another process holds it."""
-    announced = False
+    """Take the band's advisory lock, waiting (cancellably) while another process holds it.
+
+    ``orphans`` are the server sessions of this job's earlier attempts whose connections
+    dropped: the server may not have noticed, and such a session keeps the band locked. It
+    is ended where the role may, else waited for by name, never taken for another qsnap.
+    """
+    announced = ""
     while not locks.try_lock(conn, locks.BAND, band_id):
         conn.commit()
-        if not announced:
-            say(f"band {band_id} is being snapshotted elsewhere; waiting for it to finish")
-            report(Progress(band_id, JobState.WAITING, message="being snapshotted elsewhere"))
-            announced = True
+        orphan = _orphan_holding(conn, band_id, orphans) if orphans else None
+        if orphan is not None and _terminate(conn, orphan):
+            note = f"ending the server session an earlier attempt left behind (pid {orphan})"
+        elif orphan is not None:
+            note = f"waiting for an earlier attempt's server session (pid {orphan}) to end"
+        else:
+            note = "being snapshotted elsewhere"
+        if note != announced:
+            if orphan is None:
+                say(f"band {band_id} is being snapshotted elsewhere; waiting for it to finish")
+            else:
+                say(f"band {band_id}: {note}")
+            report(Progress(band_id, JobState.WAITING, message=note))
+            announced = note
         if cancel.wait(0.25):
             raise Cancelled
     conn.commit()
@@ -484,11 +533,13 @@ def _run_once(
     started: float,
     writers: int,
     split_rows: int,
+    orphans: set[int],
 ) -> tuple[int, int, int]:
     """One attempt; returns (rows written, rows total, batches).
 
     Every exception ends the attempt as a failure naming its step (never a dead thread), and a
-    cancel interrupts the statement in flight on every connection of the job.
+    cancel interrupts the statement in flight on every connection of the job. The server pid
+    of a job session whose connection dropped goes into ``orphans`` for the next attempt.
     """
     tally = _Tally(band_id, report, attempt, started)
     timeout: str | None = None
@@ -497,10 +548,11 @@ def _run_once(
     try:
         with engine.connect() as conn, interrupt_on(cancel, live), _LockWatch(engine, live, tally):
             live.append(conn)
+            pid = backend_pid(conn)
             try:
                 step = "starting the job"
                 timeout = _job_session(conn, band_id)
-                _wait_for_band_lock(conn, band_id, cancel, report, say)
+                _wait_for_band_lock(conn, band_id, cancel, report, say, orphans)
                 report(Progress(band_id, JobState.RUNNING, attempt=attempt, message="computing"))
                 computing = time.monotonic()
                 step = "computing the band's snapshots"
@@ -510,8 +562,9 @@ def _run_once(
                 tally.batches = batches = -(-total // batch_size)
                 if writers > 1 and total >= split_rows:
                     say(
-                        f"band {band_id}: computing {total} snapshots, written in {batches} "
-                        f"batches by {writers} connections ({mode} mode)"
+                        f"band {band_id}: computing {plural(total, 'snapshot')}, written in "
+                        f"{plural(batches, 'batch', 'batches')} by {writers} connections "
+                        f"({mode} mode)"
                     )
                     _relay(
                         engine,
@@ -534,7 +587,8 @@ def _run_once(
                 step = "a batch"
                 say(
                     f"band {band_id}: {total} snapshots computed in "
-                    f"{time.monotonic() - computing:.2f}s; writing {batches} batches ({mode} mode)"
+                    f"{time.monotonic() - computing:.2f}s; writing {plural(batches, 'batch', 'batches')} "
+                    f"({mode} mode)"
                 )
                 apply = text(apply_sql(conn.engine, mode))
                 last = 0
@@ -553,6 +607,8 @@ def _run_once(
                 raise
             finally:
                 _release(conn, band_id)
+                if pid is not None and conn.invalidated:
+                    orphans.add(pid)
     except Cancelled:
         raise _CancelledAfter(tally.written) from None
     except _StepFailed as failure:
@@ -776,6 +832,7 @@ def snapshot_band(
     started = time.monotonic()
     written = 0
     error: str | None = None
+    orphans: set[int] = set()
     for attempt in range(1, max_attempts + 1):
         try:
             count, total, batches = _run_once(
@@ -790,6 +847,7 @@ def snapshot_band(
                 started,
                 writers,
                 split_rows,
+                orphans,
             )
         except Cancelled:
             return _ended(band_id, JobState.CANCELLED, written, attempt, started, report)
