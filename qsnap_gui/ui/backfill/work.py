@@ -1,104 +1,38 @@
-"""The backfill's threads and jobs: the scan on Qt's global pool, the band jobs on the window's
-JobController, and the recount of each band once its job has ended (on a pool of its own).
+"""The backfill's work for the wizard: the scan on a worker of the shared scan pool, the run as
+one core backfill job on the window's JobController (each band job counts its band again before
+it ends, in the core, exactly as `qsnap backfill` does).
 
-The pages only show what these report. Worker threads call the core and emit plain data.
+The pages only show what these report. Worker threads call the core and hand over plain data.
 """
 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from functools import partial
 
-from PySide6.QtCore import QCoreApplication, QObject, QRunnable, QThreadPool, Signal, Slot
+from PySide6.QtCore import QCoreApplication, QObject, Signal, Slot
 
-from qsnap_gui.domain.jobs import CancelFlag, JobState
+from qsnap_gui.domain.jobs import CancelFlag
 from qsnap_gui.engine import backfill, views
-from qsnap_gui.engine.backfill import BandOutcome, BandPlan, Category, ScanRow
+from qsnap_gui.engine.backfill import BandOutcome, BandPlan, Category
 from qsnap_gui.store.db import Database
 from qsnap_gui.ui.jobs import JobController, JobInfo
-from qsnap_gui.ui.tasks import TaskRunner, error_text
+from qsnap_gui.ui.tasks import error_text
+from qsnap_gui.ui.workers import WorkerPool
 
 PROGRESS_INTERVAL_S = 0.05
 
 
-# --- the scan -------------------------------------------------------------------------------
-
-
-class ScanSignals(QObject):
-    """Created on the GUI thread, so its signals reach the page through queued connections."""
-
-    progress = Signal(int, int, str)
-    finished = Signal(object)  # backfill.ScanResult
-    cancelled = Signal()
-    failed = Signal(str)
-
-
-class ScanTask(QRunnable):
-    """Runs ``backfill.scan`` on its own connection; hands over plain data only.
-
-    It runs on Qt's global pool with its signals owned by the application, so closing or
-    deleting the wizard never waits for a scan: the wizard cancels it, and a late result
-    reaches no receiver. ``ended`` is set once it has emitted its last signal.
-    """
-
-    def __init__(
-        self,
-        database: Database,
-        target_ids: list[int] | None,
-        include: frozenset[Category],
-        cancel: CancelFlag,
-        signals: ScanSignals,
-    ) -> None:
-        super().__init__()
-        self.database = database
-        self.target_ids = target_ids
-        self.include = include
-        self.cancel = cancel
-        self.signals = signals
-        self.ended = threading.Event()
-        self._last = 0.0
-
-    def run(self) -> None:
-        try:
-            self._scan()
-        finally:
-            self.ended.set()
-
-    def _scan(self) -> None:
-        try:
-            result = views.scan_backfill(
-                self.database,
-                self.target_ids,
-                self.include,
-                cancel=self.cancel,
-                progress=self._progress,
-            )
-        except backfill.ScanCancelled:
-            self._emit(self.signals.cancelled)
-            return
-        except Exception as exc:
-            if self.cancel.is_set():
-                self._emit(self.signals.cancelled)
-            else:
-                self._emit(self.signals.failed, error_text(exc, self.database.url))
-            return
-        self._emit(self.signals.finished, result)
-
-    def _progress(self, done: int, total: int, message: str) -> None:
-        now = time.monotonic()
-        if done < total and now - self._last < PROGRESS_INTERVAL_S:
-            return
-        self._last = now
-        self._emit(self.signals.progress, done, total, message)
-
-    @staticmethod
-    def _emit(signal, *args) -> None:
-        with contextlib.suppress(RuntimeError):  # the wizard is gone: nobody to tell
-            signal.emit(*args)
+def _scan_pool() -> WorkerPool:
+    """Scans run on a pool owned by the application, so closing the wizard never waits for
+    one: the wizard cancels it and a late result reaches nobody."""
+    app = QCoreApplication.instance()
+    pool = app.findChild(WorkerPool, "qsnap-scan-pool")
+    if pool is None:
+        pool = WorkerPool("scans", 2, app)
+        pool.setObjectName("qsnap-scan-pool")
+    return pool
 
 
 class Scanner(QObject):
@@ -113,7 +47,7 @@ class Scanner(QObject):
         super().__init__(parent)
         self.database = database
         self._cancel: CancelFlag | None = None
-        self._task: ScanTask | None = None
+        self._last = 0.0
 
     @property
     def scanning(self) -> bool:
@@ -123,17 +57,22 @@ class Scanner(QObject):
         if self._cancel is not None:
             self._cancel.cancel()
         self._cancel = cancel = CancelFlag()
-        app = QCoreApplication.instance()
-        signals = ScanSignals(app)
-        for ended in (signals.finished, signals.cancelled, signals.failed):
-            ended.connect(signals.deleteLater)
-        app.aboutToQuit.connect(cancel.cancel)  # quitting never waits for a deep check
-        signals.progress.connect(partial(self._on_progress, cancel))
-        signals.finished.connect(partial(self._on_finished, cancel))
-        signals.cancelled.connect(partial(self._on_cancelled, cancel))
-        signals.failed.connect(partial(self._on_failed, cancel))
-        self._task = ScanTask(self.database, target_ids, include, cancel, signals)
-        QThreadPool.globalInstance().start(self._task)
+        QCoreApplication.instance().aboutToQuit.connect(cancel.cancel)
+
+        def work() -> backfill.ScanResult:
+            return views.scan_backfill(
+                self.database,
+                target_ids,
+                include,
+                cancel=cancel,
+                progress=lambda done, total, message: self._progress(cancel, done, total, message),
+            )
+
+        _scan_pool().start(
+            work,
+            lambda result: self._ended(cancel, self.finished, result),
+            lambda exc: self._ended(cancel, *self._failure(cancel, exc)),
+        )
 
     def cancel(self) -> bool:
         """Ask the scan in flight to stop; False when none is running."""
@@ -143,55 +82,46 @@ class Scanner(QObject):
         return True
 
     def wait(self, timeout_ms: int = 10000) -> bool:
-        """Until the latest scan has ended (cancel it first to make that quick)."""
-        return self._task is None or self._task.ended.wait(timeout_ms / 1000)
+        """Until the scans have ended (cancel first to make that quick)."""
+        return _scan_pool().wait(timeout_ms / 1000)
 
-    def _current(self, cancel: CancelFlag) -> bool:
-        """Only the latest scan's signals count; older ones were cancelled and replaced."""
-        with contextlib.suppress(RuntimeError, TypeError, SystemError):
-            QCoreApplication.instance().aboutToQuit.disconnect(cancel.cancel)
-        if cancel is not self._cancel:
-            return False
-        self._cancel = None
-        return True
-
-    def _on_progress(self, cancel: CancelFlag, done: int, total: int, message: str) -> None:
-        if cancel is self._cancel:
+    def _progress(self, cancel: CancelFlag, done: int, total: int, message: str) -> None:
+        """On the worker: emitted across threads, at most every PROGRESS_INTERVAL_S."""
+        now = time.monotonic()
+        if cancel is not self._cancel or (done < total and now - self._last < PROGRESS_INTERVAL_S):
+            return
+        self._last = now
+        with contextlib.suppress(RuntimeError):  # the wizard is gone: nobody to tell
             self.progress.emit(done, total, message)
 
-    def _on_finished(self, cancel: CancelFlag, result: backfill.ScanResult) -> None:
-        if self._current(cancel):
-            self.finished.emit(result)
+    def _failure(self, cancel: CancelFlag, exc: BaseException) -> tuple:
+        if isinstance(exc, backfill.ScanCancelled) or cancel.is_set():
+            return (self.cancelled,)
+        return (self.failed, error_text(exc, self.database.url))
 
-    def _on_cancelled(self, cancel: CancelFlag) -> None:
-        if self._current(cancel):
-            self.cancelled.emit()
-
-    def _on_failed(self, cancel: CancelFlag, message: str) -> None:
-        if self._current(cancel):
-            self.failed.emit(message)
+    def _ended(self, cancel: CancelFlag, signal, *args) -> None:
+        """Only the latest scan's end counts; older ones were cancelled and replaced."""
+        with contextlib.suppress(RuntimeError, TypeError, SystemError):
+            QCoreApplication.instance().aboutToQuit.disconnect(cancel.cancel)
+        with contextlib.suppress(RuntimeError):
+            if cancel is not self._cancel:
+                return
+            self._cancel = None
+            signal.emit(*args)
 
 
 # --- the run --------------------------------------------------------------------------------
 
 
-@dataclass
-class Track:
-    job_id: int
-    plan: BandPlan
-    ended: bool = False
-    counted: bool = False
-
-
 class BandRuns(QObject):
-    """The backfill's band jobs on the window's controller, each counted again once it ends.
+    """The backfill's band jobs, as one core backfill job on the window's controller.
 
     Other jobs of the window are never touched. Signals carry band ids.
     """
 
     jobChanged = Signal(int)  # noqa: N815
-    jobEnded = Signal(int)  # noqa: N815  # the recount has started
-    counted = Signal(int)  # its outcome is in ``outcomes``
+    jobEnded = Signal(int)  # noqa: N815
+    counted = Signal(int)  # its outcome (counted again by the job itself) is in ``outcomes``
 
     def __init__(
         self, database: Database, controller: JobController, parent: QObject | None = None
@@ -199,124 +129,103 @@ class BandRuns(QObject):
         super().__init__(parent)
         self.database = database
         self.controller = controller
-        self.runner = TaskRunner(self, threads=2)
-        self.runner.secret = database.url
-        self.tracks: dict[int, Track] = {}  # job id -> track
+        self.plans: dict[int, BandPlan] = {}  # band id -> its plan
         self.band_job: dict[int, int] = {}  # band id -> its latest job id
         self.outcomes: dict[int, BandOutcome] = {}  # band id -> latest outcome
         self.previous: dict[int, BandOutcome] = {}  # band id -> outcome before a retry
+        self._runs: list[int] = []  # the backfill jobs submitted, latest last
         controller.jobChanged.connect(self._job_changed)
         controller.jobFinished.connect(self._job_finished)
 
     def start(self, plans: Iterable[BandPlan]) -> None:
-        """Forget the last run and submit one job per plan."""
+        """Forget the last run and submit one backfill job of all the plans."""
         self.outcomes.clear()
         self.previous.clear()
-        self.tracks.clear()
         self.band_job.clear()
-        for plan in plans:
-            row = plan.row
-            job_id = self.controller.submit_band(
-                plan.band_id,
-                target_id=row.target_id,
-                label=f"{row.target_title} · {row.label} (backfill)",
-                mode=plan.mode.value,
-            )
-            self._track(job_id, plan)
+        self.plans = {p.band_id: p for p in plans}
+        self._submit(list(self.plans.values()))
 
     def retry(self, band_ids: list[int]) -> None:
-        """Retry these bands' last jobs (the Summary's Retry failed)."""
+        """Run these bands again (the Summary's Retry failed)."""
         for band_id in band_ids:
-            old = self.band_job[band_id]
-            plan = self.tracks[old].plan
             self.previous[band_id] = self.outcomes.pop(band_id)
-            self._track(self.controller.retry(old), plan)
+        self._submit([self.plans[b] for b in band_ids])
 
     def cancel_all(self) -> None:
-        for job_id in self.live_jobs():
+        for job_id in self._runs:
             self.controller.cancel(job_id)
 
     def live_jobs(self) -> list[int]:
-        return [t.job_id for t in self.tracks.values() if not t.ended]
+        return [j for j in self.band_job.values() if self.controller.job(j).active]
 
     @property
     def running(self) -> bool:
-        return any(not t.ended for t in self.tracks.values())
+        return any(self.controller.job(j).active for j in self._runs)
 
     def complete(self) -> bool:
-        return bool(self.tracks) and all(t.ended and t.counted for t in self.tracks.values())
+        return bool(self.plans) and set(self.outcomes) == set(self.plans)
 
     def info(self, band_id: int) -> JobInfo:
         return self.controller.job(self.band_job[band_id])
 
     def plan(self, band_id: int) -> BandPlan:
-        return self.tracks[self.band_job[band_id]].plan
+        return self.plans[band_id]
 
     def rows(self) -> tuple[int, int, int]:
         """(rows done, rows in all, bands ended) over the latest job of every band."""
         done = total = ended = 0
-        for job_id in self.band_job.values():
-            track = self.tracks[job_id]
+        for band_id, job_id in self.band_job.items():
             info = self.controller.job(job_id)
-            band_total = info.rows_total or track.plan.rows
+            band_total = info.rows_total or self.plans[band_id].rows
             total += band_total
-            done += band_total if track.ended else min(info.rows_done, band_total)
-            ended += track.ended
+            done += band_total if not info.active else min(info.rows_done, band_total)
+            ended += not info.active
         return done, total, ended
 
     def wait(self, timeout_ms: int) -> bool:
-        return self.runner.wait(timeout_ms)
+        """The jobs end on the controller's pool; nothing of the wizard's own to wait for."""
+        return True
 
-    def _track(self, job_id: int, plan: BandPlan) -> None:
-        self.tracks[job_id] = Track(job_id, plan)
-        self.band_job[plan.band_id] = job_id
-        self.jobChanged.emit(plan.band_id)
-        if not self.controller.job(job_id).active:  # ended before we looked (cancelled at once)
-            self._job_finished(job_id)
+    def _submit(self, plans: list[BandPlan]) -> None:
+        run = self.controller.submit_backfill(plans)
+        self._runs.append(run)
+        for child in self.controller.job(run).children:
+            info = self.controller.job(child)
+            self.band_job[info.band_id] = child
+            self.jobChanged.emit(info.band_id)
+            if not info.active:  # ended before we looked (cancelled at once)
+                self._job_finished(child)
+
+    def _band_of(self, job_id: int) -> int | None:
+        info = self.controller.job(job_id)
+        band_id = info.band_id
+        return band_id if band_id is not None and self.band_job.get(band_id) == job_id else None
 
     @Slot(int)
     def _job_changed(self, job_id: int) -> None:
-        track = self.tracks.get(job_id)
-        if track is not None and self.band_job.get(track.plan.band_id) == job_id:
-            self.jobChanged.emit(track.plan.band_id)
+        band_id = self._band_of(job_id)
+        if band_id is not None:
+            self.jobChanged.emit(band_id)
 
     @Slot(int)
     def _job_finished(self, job_id: int) -> None:
-        track = self.tracks.get(job_id)
-        if track is None or track.ended:
+        band_id = self._band_of(job_id)
+        if band_id is None or band_id in self.outcomes:
             return
-        track.ended = True
-        plan = track.plan
-        self.jobEnded.emit(plan.band_id)
-        self.runner.run(
-            f"count {job_id}",
-            partial(views.band_counts, self.database, plan.band_id, plan.categories),
-            partial(self._counted, job_id),
-            partial(self._count_failed, job_id),
-        )
-
-    def _counted(self, job_id: int, after: ScanRow | None, error: str | None = None) -> None:
-        track = self.tracks[job_id]
-        info = self.controller.job(job_id)
-        band_id = track.plan.band_id
+        outcome = self.controller.job(job_id).result
         previous = self.previous.get(band_id)
-        message = info.error if info.state is JobState.FAILED else None
-        if error:
-            note = f"could not count the rows after the job: {error}"
-            message = f"{message}; {note}" if message else note
-        self.outcomes[band_id] = BandOutcome(
-            track.plan.row,
-            track.plan.mode,
-            info.state,
-            after,
-            rows_written=info.rows_written + (previous.rows_written if previous else 0),
-            attempts=info.attempt + (previous.attempts if previous else 0),
-            duration=info.elapsed + (previous.duration if previous else 0.0),
-            error=message,
-            categories=track.plan.categories,
-        )
-        track.counted = True
+        if previous is not None:
+            outcome = BandOutcome(
+                outcome.before,
+                outcome.mode,
+                outcome.state,
+                outcome.after,
+                rows_written=outcome.rows_written + previous.rows_written,
+                attempts=outcome.attempts + previous.attempts,
+                duration=outcome.duration + previous.duration,
+                error=outcome.error,
+                categories=outcome.categories,
+            )
+        self.outcomes[band_id] = outcome
+        self.jobEnded.emit(band_id)
         self.counted.emit(band_id)
-
-    def _count_failed(self, job_id: int, message: str) -> None:
-        self._counted(job_id, None, message)
