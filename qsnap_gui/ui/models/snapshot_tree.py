@@ -19,7 +19,7 @@ from pathlib import Path
 from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
 from PySide6.QtGui import QBrush, QFont
 
-from qsnap_gui.domain.codec import Decoded, Shape
+from qsnap_gui.domain.codec import ChildTag, Decoded, ParentTrait, Shape
 from qsnap_gui.ui.models.base import guard_model
 from qsnap_gui.ui.palette import BLANK_BG, BLANK_FG, NOTE_FG
 
@@ -105,51 +105,8 @@ def build_nodes(
     elif not decoded.parents:
         root.add(Node(NodeKind.MESSAGE, EMPTY_TREE))
     else:
-        legacy = shape is Shape.LEGACY_FLAT
-        shown = 0
+        shown = _add_tags(root, decoded, limit, parent_names or {})
         total = sum(len(p.children) for p in decoded.parents)
-        for p in decoded.parents:
-            if shown >= limit:
-                break
-            if p.name is not None:
-                name = tip = p.name
-            else:
-                now = (parent_names or {}).get(p.trait_id)
-                name = f"{now}  (name not stored)" if now else f"(parent {p.trait_id})"
-                tip = "the legacy flat form stores no parent names" + (
-                    f"; {now!r} is the trait's name now" if now else ""
-                )
-            parent = root.add(
-                Node(
-                    NodeKind.PARENT,
-                    _clip(name, DISPLAY_CHARS),
-                    p.trait_id,
-                    p.display_order,
-                    tooltip=_clip(tip, TOOLTIP_CHARS),
-                )
-            )
-            for c in p.children:
-                if shown >= limit:
-                    break
-                blank = c.is_blank
-                value = NO_VALUE if blank else c.value
-                if blank:
-                    tip = "this tag has no value (null or empty): repair rebuilds it"
-                elif legacy:
-                    tip = f"{c.value} (the legacy flat form stores the trait name, not a value)"
-                else:
-                    tip = c.value
-                parent.add(
-                    Node(
-                        NodeKind.CHILD,
-                        _clip(value, DISPLAY_CHARS),
-                        c.trait_id,
-                        c.display_order,
-                        blank=blank,
-                        tooltip=_clip(tip, TOOLTIP_CHARS),
-                    )
-                )
-                shown += 1
         if shown < total:
             root.add(
                 Node(
@@ -158,6 +115,57 @@ def build_nodes(
                 )
             )
     return root
+
+
+def _parent_node(p: ParentTrait, parent_names: Mapping[int, str]) -> Node:
+    if p.name is not None:
+        name = tip = p.name
+    else:
+        now = parent_names.get(p.trait_id)
+        name = f"{now}  (name not stored)" if now else f"(parent {p.trait_id})"
+        tip = "the legacy flat form stores no parent names" + (
+            f"; {now!r} is the trait's name now" if now else ""
+        )
+    return Node(
+        NodeKind.PARENT,
+        _clip(name, DISPLAY_CHARS),
+        p.trait_id,
+        p.display_order,
+        tooltip=_clip(tip, TOOLTIP_CHARS),
+    )
+
+
+def _child_node(c: ChildTag, *, legacy: bool) -> Node:
+    if c.is_blank:
+        tip = "this tag has no value (null or empty): repair rebuilds it"
+    elif legacy:
+        tip = f"{c.value} (the legacy flat form stores the trait name, not a value)"
+    else:
+        tip = c.value
+    return Node(
+        NodeKind.CHILD,
+        _clip(NO_VALUE if c.is_blank else c.value, DISPLAY_CHARS),
+        c.trait_id,
+        c.display_order,
+        blank=c.is_blank,
+        tooltip=_clip(tip, TOOLTIP_CHARS),
+    )
+
+
+def _add_tags(root: Node, decoded: Decoded, limit: int, parent_names: Mapping[int, str]) -> int:
+    """Parents and their tags under ``root``, up to ``limit`` tags; returns the tags added."""
+    legacy = decoded.shape is Shape.LEGACY_FLAT
+    shown = 0
+    for p in decoded.parents:
+        if shown >= limit:
+            break
+        parent = root.add(_parent_node(p, parent_names))
+        for c in p.children:
+            if shown >= limit:
+                break
+            parent.add(_child_node(c, legacy=legacy))
+            shown += 1
+    return shown
 
 
 def count_nodes(root: Node) -> int:
