@@ -137,6 +137,10 @@ def test_cancel_in_the_middle_of_a_band(database, sql, make_window, qtbot, fresh
             ),
             timeout=WAIT_MS,
         )
+        qtbot.waitUntil(  # the wait is named, with who holds the lock
+            lambda: job_cell(window, band_id).startswith("waiting for a lock held by pid "),
+            timeout=WAIT_MS,
+        )
         assert window.act_cancel.isEnabled()
         window.act_cancel.trigger()
         # Cancel interrupts the batch waiting on the lock: the job ends while it is still held

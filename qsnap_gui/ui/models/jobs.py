@@ -20,7 +20,8 @@ def job_text(info: JobInfo) -> str:
     if state is JobState.QUEUED:
         return "queued"
     if state is JobState.WAITING:
-        return "waiting: band busy in another session"
+        note = info.note or "band busy in another session"
+        return note if note.startswith("waiting") else f"waiting: {note}"
     if state is JobState.RUNNING and info.rows_total:
         parts = [
             f"{fmt.count(info.rows_done)} / {fmt.count(info.rows_total)}",
