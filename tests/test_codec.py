@@ -17,9 +17,13 @@ from qsnap_gui.domain.codec import (
     TagRow,
     TraitInfo,
     band_metadata,
+    blank_entries_wrong,
     build_snapshot,
+    canonical,
     decode,
     encode,
+    is_broken,
+    same_up_to_ties,
     to_nested,
 )
 
@@ -423,3 +427,84 @@ def test_nothing_kept_is_an_empty_list_never_none(groups, rows):
     result = snapshot(groups, rows)
     assert result == {"tags": []}
     assert decode(result) == Decoded(Shape.ENVELOPE, ())
+
+
+# --- JSON null, tie order, and when blank values are broken ----------------------------------
+
+
+def test_json_null_is_invalid_when_told_apart_from_sql_null():
+    assert decode(None).shape is Shape.MISSING
+    decoded = decode(None, sql_null=False)
+    assert decoded.shape is Shape.INVALID and "JSON null" in decoded.error
+    assert decoded.needs_repair and is_broken(decoded, [])
+
+
+def tree(value) -> tuple[ParentTrait, ...]:
+    return decode({"tags": value}).parents
+
+
+def test_the_domain_example_in_the_application_order_is_the_same_snapshot():
+    ours = tree([EXAMPLE[1], EXAMPLE[0], EXAMPLE[2]])  # what qsnap writes: ties by id
+    assert same_up_to_ties(tree(EXAMPLE), ours)
+    assert canonical(tree(EXAMPLE)) == canonical(ours)
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        # entries of different display orders swapped
+        [EXAMPLE[0], EXAMPLE[2], EXAMPLE[1]],
+        [EXAMPLE[0], EXAMPLE[1], [869, "Home Properties", 2, EXAMPLE[2][3][::-1]]],
+        # a value, a name, a display order changed; an entry dropped
+        with_zip_value("02141"),
+        [[164, "Home Own", 1, EXAMPLE[0][3]], EXAMPLE[1], EXAMPLE[2]],
+        [[164, "Home Own/Rent", 3, EXAMPLE[0][3]], EXAMPLE[1], EXAMPLE[2]],
+        EXAMPLE[:2],
+    ],
+)
+def test_any_other_difference_is_still_one(other):
+    assert not same_up_to_ties(tree(EXAMPLE), tree(other))
+
+
+def test_tied_children_swap_within_their_stretch_only():
+    kids = [[894, "Multi-story", 1], [882, "Fireplace - Gas", 2], [878, "Central Heat/AC", 2]]
+    assert same_up_to_ties(tree(EXAMPLE), tree([*EXAMPLE[:2], [869, "Home Properties", 2, kids]]))
+    # two stretches of the same display order apart are not one stretch
+    split = [[1, "a", 1], [2, "b", 2], [3, "c", 1]]
+    assert not same_up_to_ties(
+        tree([[9, "p", 1, split]]), tree([[9, "p", 1, [split[2], split[1], split[0]]]])
+    )
+
+
+def test_duplicate_tags_compare_by_value_within_a_tie():
+    a = tree([[164, "Home Own/Rent", 1, [[166, "first", 2], [166, "second", 2]]]])
+    b = tree([[164, "Home Own/Rent", 1, [[166, "second", 2], [166, "first", 2]]]])
+    assert same_up_to_ties(a, b)
+
+
+BLANK_ZIP = {"tags": [[4, "Home Zip Code", 1, [[36566, None, 2140]]]]}
+
+
+@pytest.mark.parametrize(
+    ("tags", "broken"),
+    [
+        ([TagRow(1, 36566, "02140")], True),  # the tag has a value now
+        ([TagRow(1, 36566, None)], False),  # really NULL: correct
+        ([TagRow(1, 36566, "")], False),  # really empty: correct
+        ([TagRow(1, 36566, "02140"), TagRow(2, 36566, None)], False),  # one of two is blank
+        ([], False),  # no tag any more: stale, not broken
+        ([TagRow(1, 36567, "02139")], False),  # a value on another trait only
+    ],
+)
+def test_blank_values_are_broken_only_while_the_tag_has_a_value(tags, broken):
+    decoded = decode(BLANK_ZIP)
+    assert decoded.shape is Shape.NULL_VALUES
+    assert blank_entries_wrong(decoded.parents, tags) is broken
+    assert is_broken(decoded, tags) is broken
+
+
+def test_every_other_shape_is_broken_or_not_whatever_the_tags():
+    assert not is_broken(decode(None), [])
+    assert not is_broken(decode({"tags": EXAMPLE}), [])
+    for value in (EXAMPLE, {}, {"snapshot_at": "x", "tags": []}, "text"):
+        assert is_broken(decode(value), [])

@@ -12,7 +12,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from qsnap_gui.domain.codec import Shape, decode, needs_repair_sql, shape_sql
+from qsnap_gui.domain.codec import (
+    Shape,
+    decode,
+    needs_repair_sql,
+    same_sql,
+    same_up_to_ties,
+    shape_sql,
+)
 
 EXAMPLE = [
     [164, "Home Own/Rent", 1, [[166, "Rent", 2]]],
@@ -255,3 +262,56 @@ def test_generated_values(db, value):
     decoded = decode(read_back, sql_null=sql_null)
     assert shape == decoded.shape.value
     assert repair is decoded.needs_repair
+
+
+# --- equal up to tie order: same_sql against codec.same_up_to_ties ---------------------------
+
+tie_orders = st.none() | st.integers(0, 2)
+tie_kids = st.lists(
+    st.tuples(st.integers(1, 3), st.sampled_from(["a", "b", "", None]), tie_orders).map(list),
+    max_size=4,
+)
+tie_trees = st.lists(
+    st.tuples(st.integers(1, 3), st.sampled_from(["P", "Q"]), tie_orders, tie_kids).map(list),
+    max_size=4,
+)
+
+
+@st.composite
+def tree_pairs(draw):
+    """A tree and the same tree shuffled at both levels, or another tree."""
+    a = draw(tie_trees)
+    if draw(st.booleans()):
+        return a, draw(tie_trees)
+    return a, [[p[0], p[1], p[2], draw(st.permutations(p[3]))] for p in draw(st.permutations(a))]
+
+
+def same_in_sql(db, stored, rebuilt) -> bool:
+    sql = f"select {same_sql('cast(:a as jsonb)', 'cast(:b as jsonb)')}"
+    with db.engine.connect() as conn:
+        return conn.execute(text(sql), {"a": stored, "b": rebuilt}).scalar_one()
+
+
+@settings(max_examples=150, deadline=None)
+@given(tree_pairs())
+def test_same_sql_agrees_with_the_codec(db, pair):
+    a, b = pair
+    expected = same_up_to_ties(decode({"tags": a}).parents, decode({"tags": b}).parents)
+    assert same_in_sql(db, j({"tags": a}), j({"tags": b})) is expected
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        None,
+        "null",
+        "{}",
+        j(EXAMPLE),  # the same tree, bare
+        j({"snapshot_at": "x", "tags": LEGACY}),
+        '{"tags": [[164, "Home Own/Rent", 1.0, [[166, "Rent", 2]]]]}',  # 1.0 is not 1
+    ],
+)
+def test_only_an_envelope_can_be_the_same(db, stored):
+    rebuilt = j({"tags": [[164, "Home Own/Rent", 1, [[166, "Rent", 2]]]]})
+    assert same_in_sql(db, stored, rebuilt) is False
+    assert same_in_sql(db, rebuilt, rebuilt) is True
