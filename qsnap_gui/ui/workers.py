@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import shiboken6
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal, Slot
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,17 @@ class WorkerPool(QObject):
             log.error("%s: a worker failed: %s", self.name, exc)
 
     @classmethod
+    def _existing(cls) -> list[WorkerPool]:
+        """The pools whose Qt objects still exist (a deleted owner took its pool along)."""
+        return [p for p in list(cls._pools) if shiboken6.isValid(p) and shiboken6.isValid(p._pool)]
+
+    @classmethod
+    def wait_all(cls, timeout: float) -> None:
+        """Give every pool's running work up to ``timeout`` seconds to end."""
+        for pool in cls._existing():
+            pool.wait(timeout)
+
+    @classmethod
     def running_anywhere(cls) -> list[str]:
         """Names of the pools that still run work (a test leaving work behind fails on this)."""
-        return [p.name for p in list(cls._pools) if p._pool.activeThreadCount()]
+        return [p.name for p in cls._existing() if p._pool.activeThreadCount()]

@@ -10,6 +10,7 @@ from uihelp import libpq
 from qsnap_gui.store.db import open_database
 from qsnap_gui.ui.settings import Preferences
 from qsnap_gui.ui.window import MainWindow
+from qsnap_gui.ui.workers import WorkerPool
 
 QUIET = {
     "confirm_refresh": False,
@@ -18,6 +19,17 @@ QUIET = {
     "confirm_close": False,
     "retry_backoff": 0.05,
 }
+
+
+@pytest.fixture(autouse=True)
+def no_work_left_running(qapp):
+    """Fail a test that leaves a worker pool running work (it must await what it started).
+
+    A few seconds of grace cover work that was cancelled and is returning.
+    """
+    yield
+    WorkerPool.wait_all(10)
+    assert WorkerPool.running_anywhere() == [], "the test left a pool with running work"
 
 
 @pytest.fixture(autouse=True)
