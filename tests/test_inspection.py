@@ -21,6 +21,7 @@ from qsnap_gui.engine.inspection import (
     render_text,
     resnapshot_row,
     search_me_files,
+    why_lines,
 )
 from qsnap_gui.store.db import open_database
 from qsnap_gui.store.queries import band_order
@@ -295,6 +296,47 @@ def test_band_without_groups_and_orphan_rows(world):
     assert not orphan.stale.comparable
     text_ = render_text(inspect(world, 3))
     assert "band 999 no longer exists" in text_
+
+
+def test_rows_without_band_json_null_and_a_deleted_me_file(world, world_url, capsys):
+    """A NULL band, a JSON null snapshot, and a me_file id with rows but no me_files row."""
+    rows = [
+        (5101, None, 3, None),  # no band
+        (5102, 401, 3, "null"),  # a JSON null, not SQL NULL
+        (5103, 401, 77, '{"tags": []}'),  # me_file 77 has no me_files row
+    ]
+    with world.engine.begin() as conn:
+        for pop_id, band, me_file, snap in rows:
+            conn.execute(
+                text(
+                    "insert into target_populations (id, target_band_id, me_file_id, "
+                    "matching_tags_snapshot, created_at, updated_at) "
+                    "values (:id, :b, :m, cast(:s as jsonb), :a, :a)"
+                ),
+                {"id": pop_id, "b": band, "m": me_file, "s": snap, "a": T0},
+            )
+    try:
+        report = inspect(world, 3)
+        no_band = report.membership(5101)
+        assert no_band.band_id is None and no_band.band_label == "(no band)"
+        assert "names no band" in why_lines(no_band)[0]
+        json_null = report.membership(5102)
+        assert json_null.shape == "invalid" and json_null.broken
+        assert "JSON null" in json_null.decoded.error and not json_null.stale.comparable
+        assert cli.main(["--dsn", world_url, "inspect", "3", "--json"]) == 0
+        listed = json.loads(capsys.readouterr().out)["memberships"]
+        assert [m["band_id"] for m in listed][-1] is None
+        ghost = inspect(world, 77)
+        assert not ghost.me_file_exists and ghost.display_name is None
+        assert [m.population_id for m in ghost.memberships] == [5103]
+        assert "no me_files row" in render_text(ghost)
+        with pytest.raises(UsageError, match="orphan row"):
+            resnapshot_row(world.engine, 5101)
+        with pytest.raises(UsageError, match="me_file 78 does not exist"):
+            inspect(world, 78)
+    finally:
+        with world.engine.begin() as conn:
+            conn.execute(text("delete from target_populations where id between 5101 and 5103"))
 
 
 def test_every_shape_decodes_and_stale_comparability(world):
