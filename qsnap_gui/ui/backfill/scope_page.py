@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
 from qsnap_gui.engine import backfill, views
 from qsnap_gui.engine.backfill import Category, TargetChoice
 from qsnap_gui.ui.backfill.common import note
-from qsnap_gui.ui.models.targets import NOT_POPULATED
 
 if TYPE_CHECKING:
     from qsnap_gui.ui.backfill.wizard import BackfillWizard
@@ -103,9 +102,8 @@ class ScopePage(QWizardPage):
     def _targets_loaded(self, targets: list[TargetChoice]) -> None:
         self.target_list.clear()
         for t in targets:
-            title = t.title or f"(untitled #{t.id})"
-            status = (t.population_status or NOT_POPULATED).replace("_", " ")
-            item = QListWidgetItem(f"{title}  (target {t.id}, {status})")
+            status = t.population_status.replace("_", " ")
+            item = QListWidgetItem(f"{t.title}  (target {t.id}, {status})")
             item.setData(Qt.ItemDataRole.UserRole, t.id)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             item.setCheckState(Qt.CheckState.Unchecked)

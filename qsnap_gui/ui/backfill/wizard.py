@@ -13,7 +13,8 @@ from PySide6.QtCore import Qt, Slot
 from PySide6.QtWidgets import QMessageBox, QWidget, QWizard
 
 from qsnap_gui.engine.backfill import BandOutcome
-from qsnap_gui.store.db import SNAPSHOT_PRIVILEGES, Database, missing_privileges
+from qsnap_gui.store.db import SNAPSHOT_PRIVILEGES, Database
+from qsnap_gui.ui.access import write_block
 from qsnap_gui.ui.backfill.common import Page
 from qsnap_gui.ui.backfill.run_page import RunPage
 from qsnap_gui.ui.backfill.scan_page import ScanPage
@@ -60,13 +61,9 @@ class BackfillWizard(QWizard):
         return self.runs.outcomes
 
     def write_block(self) -> str | None:
-        """Why this session may not run the backfill, or None."""
-        if self.database.read_only:
-            return "Connected read-only: the scan works, the run is disabled."
-        missing = missing_privileges(self.database, *SNAPSHOT_PRIVILEGES)
-        if missing:
-            return f"This role lacks {', '.join(missing)}: the run is disabled."
-        return None
+        """Why this session may not run the backfill (the scan still works), or None."""
+        reason = write_block(self.database, SNAPSHOT_PRIVILEGES)
+        return f"{reason[0].upper()}{reason[1:]}: the run is disabled." if reason else None
 
     @property
     def running(self) -> bool:

@@ -18,8 +18,9 @@ from PySide6.QtWidgets import (
 from qsnap_gui.domain.codec import Shape
 from qsnap_gui.domain.shapes import Colour, shape_info
 from qsnap_gui.engine.inspection import InspectReport, Membership, resnapshot_row
-from qsnap_gui.store.db import SNAPSHOT_PRIVILEGES, Database, missing_privileges
+from qsnap_gui.store.db import SNAPSHOT_PRIVILEGES, Database
 from qsnap_gui.ui import format as fmt
+from qsnap_gui.ui.access import write_block
 from qsnap_gui.ui.inspector.common import RAW_DISPLAY_CHARS, clip, paint_pill, say
 from qsnap_gui.ui.inspector.layout import InspectorLayout
 from qsnap_gui.ui.inspector.population import BandPopulationView
@@ -48,7 +49,7 @@ class InspectorWidget(QWidget):
         self._me_file_id: int | None = None
         self._want_population: int | None = None
         self._want_band: int | None = None
-        self._can_write = not missing_privileges(database, *SNAPSHOT_PRIVILEGES)
+        self._can_write = write_block(database, SNAPSHOT_PRIVILEGES) is None
         self._user_sized = False
         self._build()
         self._show_membership(None)

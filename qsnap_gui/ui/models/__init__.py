@@ -11,7 +11,7 @@ from qsnap_gui.ui.models.base import (
     guard_model,
 )
 from qsnap_gui.ui.models.jobs import JobsModel, job_text
-from qsnap_gui.ui.models.targets import TargetsModel, TargetsProxy, population_status, status_text
+from qsnap_gui.ui.models.targets import TargetsModel, TargetsProxy, status_text
 
 __all__ = [
     "COVERAGE_ROLE",
@@ -26,6 +26,5 @@ __all__ = [
     "TargetsProxy",
     "guard_model",
     "job_text",
-    "population_status",
     "status_text",
 ]

@@ -19,16 +19,10 @@ from qsnap_gui.ui.models.base import (
 )
 from qsnap_gui.ui.palette import BLUE, DIM, RED, STUCK_BG
 
-NOT_POPULATED = "not_populated"
-
-
-def population_status(target: TargetRow) -> str:
-    """The stored status; NULL reads as not populated, as the application reads it."""
-    return target.population_status or NOT_POPULATED
-
 
 def status_text(target: TargetRow) -> str:
-    return "stuck" if target.stuck else population_status(target).replace("_", " ")
+    """The engine reads a NULL status as not_populated already."""
+    return "stuck" if target.stuck else target.population_status.replace("_", " ")
 
 
 class TargetsModel(TableModel):
@@ -64,13 +58,13 @@ class TargetsModel(TableModel):
         if role == Qt.ItemDataRole.TextAlignmentRole and col in (self.ID, self.POPULATION):
             return RIGHT
         if role == Qt.ItemDataRole.DecorationRole and col == self.STATUS:
-            return icon("stuck" if t.stuck else population_status(t).replace("_", "-"))
+            return icon("stuck" if t.stuck else t.population_status.replace("_", "-"))
         if role == Qt.ItemDataRole.BackgroundRole and t.stuck:
             return STUCK_BG
         if role == Qt.ItemDataRole.ForegroundRole and col == self.STATUS:
             if t.stuck:
                 return RED
-            return {"populating": BLUE, NOT_POPULATED: DIM}.get(population_status(t))
+            return {"populating": BLUE, "not_populated": DIM}.get(t.population_status)
         if role == Qt.ItemDataRole.FontRole and t.stuck and col in (self.TITLE, self.STATUS):
             return bold()
         if role == Qt.ItemDataRole.ToolTipRole:

@@ -15,15 +15,10 @@ from PySide6.QtGui import QAction, QKeySequence
 
 from qsnap_gui.engine.targets import TargetRow
 from qsnap_gui.engine.views import BandRow
-from qsnap_gui.store.db import (
-    POPULATE_PRIVILEGES,
-    SNAPSHOT_PRIVILEGES,
-    Database,
-    missing_privileges,
-)
+from qsnap_gui.store.db import POPULATE_PRIVILEGES, SNAPSHOT_PRIVILEGES
+from qsnap_gui.ui.access import write_block
 from qsnap_gui.ui.icons import icon
 from qsnap_gui.ui.jobs import JobInfo, JobKind
-from qsnap_gui.ui.models.targets import NOT_POPULATED, population_status
 
 if TYPE_CHECKING:
     from qsnap_gui.ui.window.main_window import MainWindow
@@ -139,16 +134,6 @@ def enable(action: QAction, reason: str | None) -> None:
     action.setToolTip(f"{tip}{keys}" if reason is None else f"{tip}{keys}\nUnavailable: {reason}")
 
 
-def write_block(database: Database | None, privileges: tuple[str, ...]) -> str | None:
-    """Why this session may not write what ``privileges`` cover, or None."""
-    if database is None:
-        return "not connected"
-    if database.read_only:
-        return "connected read-only"
-    missing = missing_privileges(database, *privileges)
-    return f"your database role lacks {', '.join(missing)}" if missing else None
-
-
 def cancellable_jobs(window: MainWindow) -> list[int]:
     """What Cancel job stops: the selected band's jobs, else the target's refresh, else its jobs."""
     if window.controller is None:
@@ -258,7 +243,7 @@ def not_stuck(s: Situation) -> str | None:
 
 def nothing_to_depopulate(s: Situation) -> str | None:
     t = s.target
-    if t and not t.population and population_status(t) == NOT_POPULATED:
+    if t and not t.population and t.population_status == "not_populated":
         return "nothing to depopulate"
     return None
 
