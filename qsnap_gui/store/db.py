@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,6 +38,9 @@ class Database:
     is_demo: bool = False
     read_only: bool = False
     privileges: set[str] = field(default_factory=set)
+    # the server makes every transaction read-only (default_transaction_read_only on the
+    # database or role, a standby): then read_only is set too, without --read-only
+    server_read_only: bool = False
 
     @property
     def display(self) -> str:
@@ -53,8 +57,37 @@ class Database:
         self.engine.dispose()
 
 
+# a peer that stops answering (a dead server host, a stalled network path) is given up on
+# after this many seconds, so that a job fails and retries instead of waiting for ever
+TCP_TIMEOUT = 60
+TCP_TIMEOUT_ENV = "QSNAP_TCP_TIMEOUT"
+
+
+def tcp_liveness(url: URL) -> dict[str, object]:
+    """libpq's TCP keepalive and user-timeout settings for ``QSNAP_TCP_TIMEOUT`` seconds
+    (default a minute): an idle connection is probed after half of it, three probes a sixth
+    apart, and data left unacknowledged for all of it ends the connection. Settings the URL
+    gives itself win; libpq ignores them all on a Unix socket."""
+    raw = os.environ.get(TCP_TIMEOUT_ENV, "").strip()
+    try:
+        seconds = int(raw) if raw else TCP_TIMEOUT
+    except ValueError:
+        seconds = 0
+    if seconds < 1:
+        raise ConnectionProblem(f"{TCP_TIMEOUT_ENV} must be a whole number of seconds (1 or more)")
+    settings = {
+        "keepalives": 1,
+        "keepalives_idle": max(1, seconds // 2),
+        "keepalives_interval": max(1, seconds // 6),
+        "keepalives_count": 3,
+        "tcp_user_timeout": seconds * 1000,
+    }
+    return {k: v for k, v in settings.items() if k not in url.query}
+
+
 def make_engine(url: URL, *, read_only: bool = False, pool_size: int = 8) -> Engine:
     connect_args: dict[str, object] = {"connect_timeout": 10, "application_name": "qsnap"}
+    connect_args.update(tcp_liveness(url))
     if read_only:
         connect_args["options"] = (
             url.query.get("options", "") + " -c default_transaction_read_only=on"
@@ -95,6 +128,8 @@ def open_database(
             if check_schema:
                 verify_schema(conn)
             db.privileges = write_privileges(conn)
+            if not read_only and conn.execute(text("show transaction_read_only")).scalar() == "on":
+                db.server_read_only = db.read_only = True
             if not is_demo:
                 db.is_demo = is_qsnap_demo(conn)
     except OperationalError as exc:
