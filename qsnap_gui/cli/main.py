@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import logging
 import re
 import sys
 import time
@@ -24,6 +23,7 @@ from qsnap_gui.cli.targets import cmd_targets
 from qsnap_gui.cli.tools import cmd_bench, cmd_demo
 from qsnap_gui.domain.errors import JobFailed, QsnapError
 from qsnap_gui.engine.snapshots import DEFAULT_BATCH_SIZE, Mode
+from qsnap_gui.logs import setup_logging
 from qsnap_gui.store.db import (
     Database,
     open_database,
@@ -286,7 +286,7 @@ def size_embedded_server(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     from qsnap_gui.tools.demo import ensure_demo_database
 
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    setup_logging("qsnap")
     parser = build_parser()
     args = parser.parse_args(argv)
     db: Database | None = None
