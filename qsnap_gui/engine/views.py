@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from qsnap_gui.domain.codec import Shape
 from qsnap_gui.domain.jobs import CancelFlag
 from qsnap_gui.engine import backfill, inspection, targets
-from qsnap_gui.engine.backfill import Category, ScanProgressFn, ScanResult, ScanRow, TargetChoice
+from qsnap_gui.engine.backfill import Category, ScanProgressFn, ScanResult, TargetChoice
 from qsnap_gui.engine.inspection import InspectReport, PopulationPage, SearchPage
 from qsnap_gui.engine.targets import TargetRow
 from qsnap_gui.store import queries
@@ -23,7 +23,6 @@ from qsnap_gui.store.queries import BandRow, TraitGroupRef
 __all__ = [
     "BandRow",
     "TraitGroupRef",
-    "band_counts",
     "band_population_page",
     "inspect_me_file",
     "list_bands",
@@ -75,13 +74,6 @@ def band_population_page(
 def target_choices(source: Database | Engine) -> list[TargetChoice]:
     with _engine(source).connect() as conn:
         return backfill.list_target_choices(conn)
-
-
-def band_counts(
-    source: Database | Engine, band_id: int, include: Iterable[Category | str]
-) -> ScanRow:
-    with _engine(source).connect() as conn:
-        return backfill.band_counts(conn, band_id, include)
 
 
 def scan_backfill(
