@@ -3,6 +3,8 @@ view, and the reasons to disable actions while an Oban job holds a band or targe
 
 from __future__ import annotations
 
+import logging
+
 from PySide6.QtCore import QObject, Qt, Slot
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMessageBox, QSplitter, QWidget
@@ -24,6 +26,9 @@ def _disable(action: QAction, reason: str) -> None:
     enable(action, reason)
 
 
+log = logging.getLogger("qsnap_gui.oban")
+
+
 class ObanIntegration(QObject):
     """The few things MainWindow asks: which engine runs jobs, and the widgets to show."""
 
@@ -31,7 +36,7 @@ class ObanIntegration(QObject):
         super().__init__(window)
         self.window = window
         self.monitor = ObanMonitor(window, self)
-        self.monitor.logLine.connect(window.log_view.append_line)
+        self.monitor.logLine.connect(self._log_line)
         self.monitor.message.connect(self._message)
         self.monitor.dataChanged.connect(window._reload_timer.start)
         self.monitor.availabilityChanged.connect(self._availability)
@@ -78,6 +83,11 @@ class ObanIntegration(QObject):
         self.pending_dialog: ObanPendingDialog | None = None
 
     # --- asked by the window ----------------------------------------------------------------
+
+    @Slot(str)
+    def _log_line(self, line: str) -> None:
+        """Into the log file and, through it, the Log dock, like the job runner's lines."""
+        log.info("%s", line)
 
     def set_database(self, database: Database | None) -> None:
         if self.pending_dialog is not None:

@@ -8,72 +8,23 @@ run on the monitor's own reader pool; results come back as plain dataclasses. It
 from __future__ import annotations
 
 import itertools
-import time
-from dataclasses import dataclass, field
 from functools import partial
 
 from PySide6.QtCore import QEvent, QObject, QTimer, Signal, Slot
 from PySide6.QtWidgets import QWidget
 
 from qsnap_gui.domain.oban import (
-    ACTIVE_STATES,
     WORKER_BAND,
     WORKER_POPULATE,
-    WORKERS,
-    BandProgress,
     ObanInfo,
     ObanJob,
 )
-from qsnap_gui.engine import oban
-from qsnap_gui.store import oban_jobs
+from qsnap_gui.engine import oban, oban_poll
+from qsnap_gui.engine.oban_poll import ObanPoll, PendingFilter
 from qsnap_gui.store.db import Database
 from qsnap_gui.ui.tasks import TaskRunner
 
 POLL_MS = 2000
-
-
-@dataclass(frozen=True)
-class PendingFilter:
-    states: tuple[str, ...] = ()  # empty: every state
-    worker: str | None = None  # None: the three Qlarius workers
-
-
-@dataclass(frozen=True)
-class ObanPoll:
-    """One look at oban_jobs: the dock's jobs, band progress, and the pending view if open."""
-
-    jobs: tuple[ObanJob, ...]
-    progress: dict[int, BandProgress] = field(default_factory=dict)
-    pending: tuple[ObanJob, ...] | None = None
-    counts: dict[str, int] | None = None
-    pending_filter: PendingFilter | None = None
-    at: float = 0.0
-
-
-def poll_once(
-    database: Database, info: ObanInfo, session_ids: tuple[int, ...], pending: PendingFilter | None
-) -> ObanPoll:
-    """Runs on a reader thread: the session's jobs plus every live job of the Qlarius workers."""
-    with database.engine.connect() as conn:
-        jobs = {j.id: j for j in oban_jobs.list_jobs(conn, info, states=ACTIVE_STATES)}
-        jobs.update(oban_jobs.get_jobs(conn, info, session_ids))
-        pending_jobs = counts = None
-        if pending is not None:
-            workers = [pending.worker] if pending.worker else list(WORKERS)
-            counts = oban_jobs.state_counts(conn, info, workers=workers)
-            pending_jobs = tuple(
-                oban_jobs.list_jobs(conn, info, states=pending.states or None, workers=workers)
-            )
-        shown = list(jobs.values()) + list(pending_jobs or ())
-        bands = [j.band_id for j in shown if j.worker == WORKER_BAND and j.band_id]
-        progress = oban_jobs.band_progress(conn, bands)
-    ordered = tuple(sorted(jobs.values(), key=lambda j: j.id, reverse=True))
-    return ObanPoll(ordered, progress, pending_jobs, counts, pending, time.time())
-
-
-def _detect(database: Database) -> ObanInfo | None:
-    with database.engine.connect() as conn:
-        return oban_jobs.detect(conn)
 
 
 # --- the monitor -----------------------------------------------------------------------------
@@ -124,7 +75,7 @@ class ObanMonitor(QObject):
         gen = self._generation
         self.runner.run(
             "oban-detect",
-            partial(_detect, database),
+            partial(oban_poll.detect_table, database),
             partial(self._detected, gen),
             partial(self._detect_failed, gen),
         )
@@ -186,7 +137,7 @@ class ObanMonitor(QObject):
         self.runner.run(
             "oban-poll",
             partial(
-                poll_once,
+                oban_poll.poll_once,
                 self.database,
                 self.info,
                 tuple(sorted(self.session_ids)),
@@ -273,8 +224,7 @@ class ObanMonitor(QObject):
 
         def enqueue() -> list[oban.Enqueued] | str:
             if not confirmed:
-                with engine.connect() as conn:
-                    doubt = oban.snapshot_worker_doubt(conn, info)
+                doubt = oban_poll.snapshot_doubt(engine, info)
                 if doubt:
                     return doubt
             return oban.enqueue_bands(engine, band_ids, info=info)

@@ -19,9 +19,10 @@ from PySide6.QtWidgets import (
 )
 
 from qsnap_gui.domain.oban import STATES, WORKER_BACKFILL, WORKER_BAND, WORKER_POPULATE
+from qsnap_gui.engine.oban_poll import ObanPoll, PendingFilter
 from qsnap_gui.ui.icons import icon
 from qsnap_gui.ui.oban.jobs_table import JobActions, ObanJobsModel, errors_text, jobs_table, when
-from qsnap_gui.ui.oban.monitor import ObanMonitor, ObanPoll, PendingFilter
+from qsnap_gui.ui.oban.monitor import ObanMonitor
 
 WORKER_CHOICES = (
     ("All three Qlarius workers", None),
