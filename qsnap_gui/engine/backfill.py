@@ -1,4 +1,4 @@
-"""Bulk backfill (issue 6): find every population whose snapshot is missing, broken or stale,
+"""Bulk backfill: find every population whose snapshot is missing, broken or stale,
 and fix them band by band with the snapshot engine. No Qt here: the wizard and ``qsnap
 backfill`` share this module.
 
@@ -39,10 +39,8 @@ The sample costs a few hundred milliseconds at most and takes no lock beyond a p
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
@@ -66,6 +64,7 @@ from qsnap_gui.engine.snapshots import (
     snapshot_band,
     snapshot_select_sql,
 )
+from qsnap_gui.store.interrupt import interrupt_on
 from qsnap_gui.store.queries import band_order, carrier_tables, display_title
 
 
@@ -359,29 +358,14 @@ def _interruptible(conn: Connection, cancel: CancelFlag | None):
     if cancel is None:
         yield
         return
-    done = threading.Event()
-    raw = conn.connection.dbapi_connection
-
-    def watch() -> None:
-        while not done.wait(0.05):
-            if cancel.is_set():
-                # the statement may have ended meanwhile: then there is nothing to stop
-                with contextlib.suppress(Exception):
-                    raw.cancel_safe(timeout=5)
-                return
-
-    watcher = threading.Thread(target=watch, name="qsnap-scan-cancel", daemon=True)
-    watcher.start()
     try:
-        yield
+        with interrupt_on(cancel, [conn]):
+            yield
     except DBAPIError:
         if cancel.is_set():
             conn.rollback()
             raise ScanCancelled from None
         raise
-    finally:
-        done.set()
-        watcher.join()
     if cancel.is_set():
         raise ScanCancelled
 
