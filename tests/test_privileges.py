@@ -163,8 +163,8 @@ def test_select_only_role_browses_and_is_refused_every_write(fresh_db, roles, ca
         assert err.startswith(f"qsnap: {action}: your database role lacks {privilege}"), err
         assert len(err.strip().splitlines()) == 1 and not out
     code, _out, err = run(capsys, "--dsn", url, "populate", "1")
-    for privilege in POPULATE_PRIVILEGES:
-        assert privilege in err
+    for privilege in POPULATE_PRIVILEGES:  # every one it lacks (it may read every table)
+        assert (privilege in err) is not privilege.startswith("SELECT "), privilege
     assert table_digests(fresh_db.engine) == before
 
 
@@ -174,6 +174,7 @@ def test_one_missing_column_privilege_is_named_before_the_job_starts(fresh_db, r
         *browse_only(database),
         f'grant temporary on database "{database}" to {{role}}',
         "grant update (matching_tags_snapshot) on target_populations to {role}",
+        "grant update (matching_tags_snapshot) on offers, ad_events to {role}",
     )
     before = table_digests(fresh_db.engine)
     code, out, err = run(capsys, "--dsn", url, "snapshot", "--target", "1")
@@ -188,7 +189,13 @@ def test_one_missing_column_privilege_is_named_before_the_job_starts(fresh_db, r
     finally:
         as_role.dispose()
     assert result.state is JobState.FAILED and "permission denied" in result.error
-    assert table_digests(fresh_db.engine) == before
+    after = table_digests(fresh_db.engine)
+    # the job may first copy filled population snapshots into offers and ad events left NULL
+    # (which this role may update); no population, target or other row changed
+    for carrier in ("offers", "ad_events"):
+        before.pop(carrier, None)
+        after.pop(carrier, None)
+    assert after == before
 
 
 def test_read_only_flag_refuses_every_write_and_the_session_cannot_write(fresh_db, capsys):
