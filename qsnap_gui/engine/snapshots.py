@@ -217,11 +217,14 @@ def carry_sql(tables: tuple[str, ...], unchanged_from: str | None = None) -> str
         where not exists (select 1 from u where u.id = x.id)
           and {good_sql("tp.matching_tags_snapshot", "tp.me_file_id")}
     )"""
+    # the batch's me_file ids as an index condition: a plain join of the CTE was planned as a
+    # scan of the whole table per batch (10 ms of a 30 ms batch with 6,000 offers)
     for table in tables:
         out += f""", carry_{table} as (
         update {table} c set matching_tags_snapshot = s.snap
         from {source} s
-        where c.me_file_id = s.me_file_id and c.target_band_id = :band
+        where c.me_file_id = any(array(select me_file_id from {source}))
+          and c.me_file_id = s.me_file_id and c.target_band_id = :band
           and c.matching_tags_snapshot is null
         returning 1
     )"""
