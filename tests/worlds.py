@@ -5,13 +5,12 @@ The references use the codec's builder and simple selects, sharing no SQL with t
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from sqlalchemy import Connection, Engine, text
 
-from qsnap_gui.domain.codec import TagRow, TraitInfo, band_metadata, build_snapshot
+from qsnap_gui.domain.codec import TraitInfo
 from qsnap_gui.store.schema import create_demo_schema
 
 T0 = datetime(2025, 1, 1, 12, 0, 0)
@@ -180,30 +179,14 @@ def read_traits(conn: Connection) -> dict[int, TraitInfo]:
 
 def reference_snapshots(conn: Connection, band_id: int) -> dict[int, dict]:
     """What DOMAIN.md says every population row of the band should hold, built in Python."""
-    traits = read_traits(conn)
-    group_traits = conn.execute(
-        text(
-            "select gt.trait_id from target_band_trait_groups g "
-            "join trait_group_traits gt on gt.trait_group_id = g.trait_group_id "
-            "where g.target_band_id = :b"
-        ),
-        {"b": band_id},
-    ).scalars()
-    metadata = band_metadata(list(group_traits), traits)
+    from tests.reference import band_snapshot_builder
+
+    build = band_snapshot_builder(conn)
     pops = conn.execute(
         text("select id, me_file_id from target_populations where target_band_id = :b"),
         {"b": band_id},
     ).all()
-    tags: dict[int, list[TagRow]] = defaultdict(list)
-    for tag_id, mid, trait_id, value in conn.execute(
-        text(
-            "select id, me_file_id, trait_id, tag_value from me_file_tags where me_file_id in "
-            "(select me_file_id from target_populations where target_band_id = :b)"
-        ),
-        {"b": band_id},
-    ):
-        tags[mid].append(TagRow(tag_id, trait_id, value))
-    return {pid: build_snapshot(tags[mid], metadata, traits) for pid, mid in pops}
+    return {pid: build(band_id, mid) for pid, mid in pops}
 
 
 def stored_snapshots(conn: Connection, band_id: int) -> dict[int, object]:
@@ -215,39 +198,10 @@ def stored_snapshots(conn: Connection, band_id: int) -> dict[int, object]:
 
 
 def reference_membership(conn: Connection, target_id: int) -> dict[int, int]:
-    """me_file -> band per DOMAIN.md, with sets: outermost band first, each filtering the last."""
-    bands = conn.execute(
-        text("select id, is_bullseye from target_bands where target_id = :t"), {"t": target_id}
-    ).all()
-    groups_of: dict[int, set[int]] = {b: set() for b, _ in bands}
-    for band_id, gid in conn.execute(
-        text(
-            "select target_band_id, trait_group_id from target_band_trait_groups "
-            "where target_band_id in (select id from target_bands where target_id = :t)"
-        ),
-        {"t": target_id},
-    ):
-        groups_of[band_id].add(gid)
-    traits_of: dict[int, set[int]] = defaultdict(set)
-    for gid, trait_id in conn.execute(
-        text("select trait_group_id, trait_id from trait_group_traits")
-    ):
-        traits_of[gid].add(trait_id)
-    existing = set(conn.execute(text("select id from me_files")).scalars())
-    tagged: dict[int, set[int]] = defaultdict(set)
-    for mid, trait_id in conn.execute(text("select me_file_id, trait_id from me_file_tags")):
-        tagged[mid].add(trait_id)
-    bullseye = {b: e == "1" for b, e in bands}
-    order = sorted(groups_of, key=lambda b: (len(groups_of[b]), bullseye[b], -b))
-    candidates = {m for m in tagged if m in existing}
-    assigned: dict[int, int] = {}
-    for band_id in order:
-        candidates = {
-            m for m in candidates if all(tagged[m] & traits_of[g] for g in groups_of[band_id])
-        }
-        for m in candidates:
-            assigned[m] = band_id
-    return assigned
+    """me_file -> band per DOMAIN.md (the one reference: tests/reference.py)."""
+    from tests.reference import membership
+
+    return membership(conn, target_id)
 
 
 def table_digests(engine: Engine) -> dict[str, tuple[int, str]]:
