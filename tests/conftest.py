@@ -17,6 +17,8 @@ from qsnap_gui.store.db import Database, open_database
 from qsnap_gui.tools.demo import DemoSpec, generate_demo
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# the log file of in-process runs of the window and the command line, not the user's
+os.environ.setdefault("QSNAP_LOG_DIR", tempfile.mkdtemp(prefix="qsnap-test-logs-"))
 
 TEMPLATE = "qsnap_test_template"
 TEMPLATE_SPEC = DemoSpec(me_files=3000, seed=7, zips=300)

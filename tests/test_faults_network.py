@@ -291,13 +291,16 @@ def test_a_lost_commit_reply_leaves_the_target_populating_and_resume_finishes_it
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_a_signal_during_the_membership_step_leaves_it_resumable(fresh_db, tmp_path, signum, code):
-    """A signal while the membership statement waits on a lock: the status handling runs (no
-    KeyboardInterrupt), the target is left populating, and --resume ends with the new
-    membership."""
+def test_a_signal_during_the_membership_step_stops_it_and_changes_nothing(
+    fresh_db, tmp_path, signum, code
+):
+    """A signal while the membership statement waits on a lock: the statement is interrupted
+    (the process ends while the lock is still held), the status handling runs (no
+    KeyboardInterrupt), the old status comes back, and a new refresh ends right."""
     engine = fresh_db.engine
     url = url_of(engine)
     stale_membership(engine, 1)
+    status_before = status_of(engine, 1)
     holder = psycopg.connect(libpq(url))
     try:
         holder.execute("lock table me_file_tags in access exclusive mode")
@@ -305,16 +308,16 @@ def test_a_signal_during_the_membership_step_leaves_it_resumable(fresh_db, tmp_p
         wait_until(lambda: membership_blocked(engine), "the membership blocked on the lock")
         job.signal(signum)
         job.err.wait_for(f"{signal.Signals(signum).name}: stopping")
-        holder.rollback()
         returncode, out, errors = job.finish()
+        holder.rollback()
     finally:
         holder.close()
     assert returncode == code, out + errors
-    assert "qsnap populate 1 --resume" in errors
+    assert "nothing was applied; run `qsnap populate 1` to refresh it" in errors
     no_traceback(out, errors)
-    assert status_of(engine, 1) == "populating"
+    assert status_of(engine, 1) == status_before
 
-    code, out, err_text = run(qsnap(url, "populate", "1", "--resume"), cli_env(tmp_path))
+    code, out, err_text = run(qsnap(url, "populate", "1"), cli_env(tmp_path))
     assert code == 0, out + err_text
     assert_populated_right(engine, 1)
 

@@ -48,7 +48,11 @@ def cmd_populate(args: argparse.Namespace, db: Database) -> int:
         )
     code = print_summary(result.bands) if result.bands else 0
     print(f"target {target_id} is now {result.status}")
-    stopped = interrupts.exit_code(f"run `qsnap populate {target_id} --resume` to finish it")
+    if result.status == "populating":
+        next_step = f"run `qsnap populate {target_id} --resume` to finish it"
+    else:
+        next_step = f"nothing was applied; run `qsnap populate {target_id}` to refresh it"
+    stopped = interrupts.exit_code(next_step)
     return code if stopped is None else stopped
 
 

@@ -11,12 +11,13 @@ from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
 from qsnap_gui.domain.errors import RefreshInterrupted, TargetBusy, TargetLockLost, UsageError
-from qsnap_gui.domain.jobs import BandResult, JobState
+from qsnap_gui.domain.jobs import BandResult, CancelFlag, Cancelled, JobState
 from qsnap_gui.domain.words import plural
 from qsnap_gui.engine.oban import application_refresh
 from qsnap_gui.engine.snapshots import describe_failure
 from qsnap_gui.store import locks
 from qsnap_gui.store.db import server_reason
+from qsnap_gui.store.interrupt import interrupt_on
 from qsnap_gui.store.queries import band_order, refresh_order, require_target
 
 log = logging.getLogger(__name__)
@@ -364,12 +365,19 @@ class RefreshFlow:
     """
 
     def __init__(
-        self, engine: Engine, target_id: int, *, resume: bool = False, say: StageFn | None = None
+        self,
+        engine: Engine,
+        target_id: int,
+        *,
+        resume: bool = False,
+        say: StageFn | None = None,
+        cancel: CancelFlag | None = None,
     ) -> None:
         self.engine = engine
         self.target_id = target_id
         self.resume = resume
         self.say = say or log.info
+        self.cancel = cancel or CancelFlag()
         self.band_ids: list[int] = []
         self.title = ""
         self.diff: DiffCounts | None = None
@@ -423,13 +431,20 @@ class RefreshFlow:
         self._lock.ensure_held()
         commit_sent = False
         try:
-            with self.engine.connect() as conn:
+            with self.engine.connect() as conn, interrupt_on(self.cancel, [conn]):
                 trans = conn.begin()
                 diff = apply_membership(conn, self.target_id)
+                if self.cancel.is_set():
+                    raise Cancelled
                 commit_sent = True
                 trans.commit()
             return diff
-        except DBAPIError as exc:
+        except (DBAPIError, Cancelled) as exc:
+            if self.cancel.is_set() and not commit_sent:
+                if not self.resume:
+                    _set_status_durably(self.engine, self.target_id, previous)
+                    self.status_after = previous
+                raise Cancelled from None
             reason = describe_failure(exc, timeout, "computing the membership")
             if commit_sent or self.resume:
                 raise RefreshInterrupted(

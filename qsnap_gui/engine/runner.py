@@ -32,6 +32,7 @@ from qsnap_gui.domain.jobs import (
     MAX_ATTEMPTS,
     BandResult,
     CancelFlag,
+    Cancelled,
     JobInfo,
     JobKind,
     JobState,
@@ -353,10 +354,23 @@ class Runner:
         if not self._begin(job):
             return
         info = job.info
-        flow = RefreshFlow(self.engine, info.target_id, resume=job.resume, say=self._stage)
+        flow = RefreshFlow(
+            self.engine, info.target_id, resume=job.resume, say=self._stage, cancel=job.cancel
+        )
         job.flow = flow
         try:
             diff = flow.start()
+        except Cancelled:
+            self._say(
+                f"target {info.target_id}: refresh cancelled during its membership step; "
+                f"nothing was applied (status {flow.status_after})"
+            )
+            self._end(
+                job,
+                JobState.CANCELLED,
+                result=RefreshResult(info.target_id, None, status=flow.status_after),
+            )
+            return
         except Exception as exc:
             job.start_error = exc
             if not isinstance(exc, QsnapError):
