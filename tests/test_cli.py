@@ -393,3 +393,27 @@ def test_targets_table_lines_up_wide_titles_and_json_coverage_is_null_when_empty
     coverage = {t["id"]: t["coverage"] for t in json.loads(out)}
     assert coverage[900] is None
     assert coverage[1] is not None and 0 <= coverage[1] <= 1
+
+
+def test_titles_with_control_characters_are_escaped_in_tables(db_url, capsys):
+    """A title holding ESC[2K and a carriage return must not rewrite the terminal's line."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        original = conn.execute(text("select title from targets where id = 1")).scalar()
+        conn.execute(text("update targets set title = :t where id = 1"), {"t": "evil\x1b[2K\rok"})
+    try:
+        assert main(["--dsn", db_url, "targets"]) == 0
+        out = capsys.readouterr().out
+        assert "\x1b" not in out and "\r" not in out
+        assert "evil\\x1b[2K\\rok" in out
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("update targets set title = :t where id = 1"), {"t": original})
+        engine.dispose()
+
+
+def test_an_id_outside_postgres_integer_range_is_refused_clearly(db_url, capsys):
+    assert main(["--dsn", db_url, "inspect", str(2**31)]) == 2
+    assert "up to 2147483647" in capsys.readouterr().err

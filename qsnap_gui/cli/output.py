@@ -121,8 +121,17 @@ def display_width(text: str) -> int:
     return width
 
 
+def visible(text: str) -> str:
+    """Control characters escaped as Python writes them (a title holding ESC[2K and CR must
+    not rewrite the operator's terminal line)."""
+    return "".join(
+        ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch
+        for ch in text
+    )
+
+
 def table(headers: list[str], rows: list[list[object]]) -> str:
-    cells = [["" if c is None else str(c) for c in row] for row in rows]
+    cells = [["" if c is None else visible(str(c)) for c in row] for row in rows]
     widths = [
         max(display_width(h), *(display_width(r[i]) for r in cells)) if cells else len(h)
         for i, h in enumerate(headers)

@@ -59,6 +59,9 @@ class OrphanCounts:
         return self.no_band + self.deleted_band + self.band_without_target
 
 
+INT4_MAX = 2**31 - 1
+
+
 def parse_id(value: object, what: str) -> int:
     """An id from operator input, or a clear UsageError."""
     shown = str(value).strip()
@@ -66,8 +69,11 @@ def parse_id(value: object, what: str) -> int:
     if not re.fullmatch(r"[+-]?[0-9]+", shown):
         raise UsageError(f"{what} id must be a whole number, got {shown[:40]!r}")
     number = int(shown[:40])  # longer: out of range anyway (and int() refuses 4,300 digits)
-    if number <= 0 or number >= 2**63 or len(shown) > 40:
-        raise UsageError(f"{what} id must be a positive number below 2**63, got {shown[:40]}")
+    if number <= 0 or number > INT4_MAX or len(shown) > 40:
+        raise UsageError(
+            f"{what} id must be a positive whole number up to {INT4_MAX} (ids are PostgreSQL "
+            f"integers), got {shown[:40]}"
+        )
     return number
 
 
