@@ -22,7 +22,7 @@ from qsnap_gui.cli import main
 from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine import backfill as bf
 from qsnap_gui.engine.backfill import Category
-from qsnap_gui.engine.runner import run_backfill
+from qsnap_gui.engine.flows import run_backfill
 from qsnap_gui.engine.snapshots import CancelFlag, JobState, Mode
 from tests import reference
 from tests.reference import judge

@@ -20,8 +20,8 @@ from sqlalchemy.engine import make_url
 from qsnap_gui.cli import main
 from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine import backfill as bf
+from qsnap_gui.engine.flows import run_backfill
 from qsnap_gui.engine.inspection import band_population_page, inspect_me_file, search_me_files
-from qsnap_gui.engine.runner import run_backfill
 from qsnap_gui.engine.targets import get_target, list_targets
 from qsnap_gui.store.db import open_database
 from qsnap_gui.store.queries import list_bands, parse_id

@@ -20,7 +20,7 @@ from sqlalchemy import text
 
 from qsnap_gui.cli import main
 from qsnap_gui.domain.errors import TargetBusy
-from qsnap_gui.engine.runner import refresh_population
+from qsnap_gui.engine.flows import refresh_population
 from qsnap_gui.engine.snapshots import JobState, Mode, snapshot_band
 from qsnap_gui.engine.targets import list_targets
 from qsnap_gui.store.db import open_database

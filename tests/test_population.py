@@ -14,12 +14,12 @@ from sqlalchemy import text
 
 from qsnap_gui.domain.errors import TargetBusy
 from qsnap_gui.engine import population
+from qsnap_gui.engine.flows import refresh_population
 from qsnap_gui.engine.population import (
     RefreshFlow,
     apply_membership,
     depopulate,
 )
-from qsnap_gui.engine.runner import refresh_population
 from qsnap_gui.engine.snapshots import JobState
 from qsnap_gui.engine.targets import list_targets
 from qsnap_gui.store.db import open_database

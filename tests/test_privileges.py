@@ -15,8 +15,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from qsnap_gui.cli import main
+from qsnap_gui.engine.flows import refresh_population
 from qsnap_gui.engine.inspection import resnapshot_row
-from qsnap_gui.engine.runner import refresh_population
 from qsnap_gui.engine.snapshots import JobState, snapshot_band
 from qsnap_gui.store.db import POPULATE_PRIVILEGES, open_database
 from tests.worlds import reference_membership, reference_snapshots, stored_snapshots, table_digests

@@ -18,7 +18,8 @@ from sqlalchemy import text
 from qsnap_gui.domain.errors import RefreshInterrupted
 from qsnap_gui.domain.jobs import JobKind, JobState, Mode
 from qsnap_gui.engine import snapshots
-from qsnap_gui.engine.runner import Runner, refresh_population, snapshot_bands
+from qsnap_gui.engine.flows import refresh_population, snapshot_bands
+from qsnap_gui.engine.runner import Runner
 from qsnap_gui.engine.snapshots import snapshot_band
 from tests.worlds import block_band_row, job_waiting_on_lock, reference_membership, stored_snapshots
 

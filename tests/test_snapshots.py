@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from sqlalchemy import event, text
 
 from qsnap_gui.engine import snapshots
-from qsnap_gui.engine.runner import snapshot_bands
+from qsnap_gui.engine.flows import snapshot_bands
 from qsnap_gui.engine.snapshots import (
     BandResult,
     CancelFlag,

@@ -10,7 +10,7 @@ from qsnap_gui.cli.interrupt import Interrupts
 from qsnap_gui.cli.oban import backfill_oban_check, backfill_on_oban
 from qsnap_gui.cli.output import ProgressPrinter, print_summary, require_write, say, table
 from qsnap_gui.domain.errors import UsageError
-from qsnap_gui.engine.runner import run_backfill
+from qsnap_gui.engine.flows import run_backfill
 from qsnap_gui.engine.snapshots import BandResult
 from qsnap_gui.store.db import (
     SNAPSHOT_PRIVILEGES,

@@ -18,7 +18,7 @@ from qsnap_gui.store.db import (
 
 
 def cmd_populate(args: argparse.Namespace, db: Database) -> int:
-    from qsnap_gui.engine.runner import refresh_population
+    from qsnap_gui.engine.flows import refresh_population
     from qsnap_gui.store.queries import parse_id
 
     target_id = parse_id(args.target_id, "target")

@@ -16,8 +16,8 @@ from qsnap_gui.store.db import (
 
 
 def cmd_snapshot(args: argparse.Namespace, db: Database) -> int:
+    from qsnap_gui.engine.flows import snapshot_bands
     from qsnap_gui.engine.population import outermost_first
-    from qsnap_gui.engine.runner import snapshot_bands
     from qsnap_gui.store.queries import band_target, parse_id, require_target
 
     with db.engine.connect() as conn:

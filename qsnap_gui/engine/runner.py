@@ -20,9 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
-from typing import Protocol
 
 from sqlalchemy import Engine
 
@@ -41,8 +39,9 @@ from qsnap_gui.domain.jobs import (
 )
 from qsnap_gui.domain.words import plural
 from qsnap_gui.engine.backfill import BandOutcome, BandPlan, run_band
+from qsnap_gui.engine.executors import Executor, ThreadExecutor, thread_cap
 from qsnap_gui.engine.population import RefreshFlow, RefreshResult
-from qsnap_gui.engine.snapshots import WRITERS, describe_failure, snapshot_band
+from qsnap_gui.engine.snapshots import describe_failure, snapshot_band
 from qsnap_gui.store import queries
 
 log = logging.getLogger(__name__)
@@ -50,58 +49,6 @@ log = logging.getLogger(__name__)
 EventFn = Callable[[str, JobInfo], None]
 LogFn = Callable[[str], None]
 ProgressFn = Callable[[Progress], None]
-
-
-# a relayed band job holds its own session and its writers' connections at once
-CONNECTIONS_PER_JOB = 1 + WRITERS
-# a refresh's lock session and membership session, and the window's reads
-RESERVED_CONNECTIONS = 4
-
-
-def thread_cap(engine: Engine, wanted: int) -> int:
-    """How many jobs may run at once without exhausting the engine's connection pool.
-
-    An exhausted pool makes a writer wait and then fail; sizing the threads from the pool
-    keeps that from ever happening.
-    """
-    pool = engine.pool
-    capacity = pool.size() + max(0, getattr(pool, "_max_overflow", 0))
-    return max(1, min(wanted, (capacity - RESERVED_CONNECTIONS) // CONNECTIONS_PER_JOB))
-
-
-class Executor(Protocol):
-    """Where the runner's work runs: each call of ``start`` runs ``work`` once, on some thread."""
-
-    def start(self, work: Callable[[], None]) -> None: ...
-
-    def wait(self, timeout: float | None) -> bool: ...
-
-
-class ThreadExecutor:
-    """Plain threads for the command line: at most ``threads`` pieces of work at once."""
-
-    def __init__(self, threads: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="qsnap")
-        self._futures: set[Future] = set()
-        self._lock = threading.Lock()
-
-    def start(self, work: Callable[[], None]) -> None:
-        future = self._pool.submit(work)
-        with self._lock:
-            self._futures.add(future)
-        future.add_done_callback(self._forget)
-
-    def _forget(self, future: Future) -> None:
-        with self._lock:
-            self._futures.discard(future)
-
-    def wait(self, timeout: float | None) -> bool:
-        with self._lock:
-            pending = set(self._futures)
-        _done, not_done = wait(pending, timeout=timeout)
-        if not not_done:
-            self._pool.shutdown(wait=False)
-        return not not_done
 
 
 def error_line(exc: BaseException) -> str:
@@ -593,92 +540,3 @@ class Runner:
             self._on_event(name, replace(job.info))
         except Exception:
             log.exception("a job event handler failed")
-
-
-# --- blocking flows for the command line, the bench and tests ---------------------------------
-
-
-def _runner(engine: Engine, threads: int, options: dict) -> Runner:
-    return Runner(
-        engine,
-        threads=threads,
-        on_progress=options.pop("progress", None),
-        on_log=options.pop("log_line", None),
-        on_stage=options.pop("stage", None),
-        batch_size=options.pop("batch_size", DEFAULT_BATCH_SIZE),
-        max_attempts=options.pop("max_attempts", MAX_ATTEMPTS),
-        backoff=options.pop("backoff", 1.0),
-    )
-
-
-def drive(runner: Runner, job_ids: list[int], cancel: CancelFlag | None = None) -> list[JobInfo]:
-    """Wait for the jobs to end; ``cancel`` (set by a signal handler) or Ctrl+C cancels them,
-    and the wait goes on until they have stopped after their batch in flight."""
-    try:
-        for job_id in job_ids:
-            while not runner.wait(job_id, 0.1):
-                if cancel is not None and cancel.is_set():
-                    runner.cancel_all()
-    except KeyboardInterrupt:
-        runner.cancel_all()
-        for job_id in job_ids:
-            runner.wait(job_id)
-        raise
-    finally:
-        runner.executor.wait(None)
-    return [runner.job(job_id) for job_id in job_ids]
-
-
-def refresh_population(
-    engine: Engine,
-    target_id: int,
-    *,
-    resume: bool = False,
-    cancel: CancelFlag | None = None,
-    threads: int = 8,
-    **options,
-) -> RefreshResult:
-    """Run Refresh Population to its end; a refresh that could not start raises its error."""
-    runner = _runner(engine, threads, options)
-    job_id = runner.refresh(target_id, resume=resume)
-    (info,) = drive(runner, [job_id], cancel)
-    error = runner.start_error(job_id)
-    if error is not None:
-        raise error
-    return info.result
-
-
-def snapshot_bands(
-    engine: Engine,
-    band_ids: Iterable[int],
-    *,
-    mode: Mode | str = Mode.MISSING,
-    cancel: CancelFlag | None = None,
-    workers: int | None = None,
-    **options,
-) -> list[BandResult]:
-    """Snapshot several bands in parallel, one job (and connection) per band."""
-    band_ids = list(band_ids)
-    if not band_ids:
-        return []
-    runner = _runner(engine, workers or len(band_ids), options)
-    job_ids = [runner.snapshot(band_id, mode=mode) for band_id in band_ids]
-    return [info.result for info in drive(runner, job_ids, cancel)]
-
-
-def run_backfill(
-    engine: Engine,
-    plans: Iterable[BandPlan],
-    *,
-    workers: int | None = 4,
-    cancel: CancelFlag | None = None,
-    **options,
-) -> list[BandOutcome]:
-    """Run the planned band jobs (each counts its band again afterwards), in plan order."""
-    plans = list(plans)
-    if not plans:
-        return []
-    runner = _runner(engine, min(len(plans), workers or len(plans)), options)
-    job_id = runner.backfill(plans)
-    (info,) = drive(runner, [job_id], cancel)
-    return list(info.result)

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from sqlalchemy import Engine, text
 
 from qsnap_gui.domain.codec import TagRow, TraitInfo, band_metadata, build_snapshot
-from qsnap_gui.engine.runner import snapshot_bands
+from qsnap_gui.engine.flows import snapshot_bands
 from qsnap_gui.store.db import make_engine
 from qsnap_gui.store.dsn import normalize_url
 from qsnap_gui.store.schema import has_qlarius_tables

@@ -14,7 +14,8 @@ from PySide6.QtCore import QObject, Signal, Slot
 
 from qsnap_gui.domain.jobs import DEFAULT_BATCH_SIZE, MAX_ATTEMPTS, JobInfo, JobKind, Mode
 from qsnap_gui.engine.backfill import BandPlan
-from qsnap_gui.engine.runner import Runner, thread_cap
+from qsnap_gui.engine.executors import thread_cap
+from qsnap_gui.engine.runner import Runner
 from qsnap_gui.store.db import Database
 from qsnap_gui.ui.workers import WorkerPool
 
