@@ -1,10 +1,12 @@
-"""Preferences and recent connections in QSettings; passwords are never written."""
+"""Preferences, recent connections and the last folder saved to, in QSettings; passwords are
+never written."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from pathlib import Path
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, QStandardPaths
 from sqlalchemy.engine import URL
 
 from qsnap_gui.domain.errors import UsageError
@@ -15,6 +17,7 @@ ORGANIZATION = "qsnap"
 APPLICATION = "qsnap-gui"
 RECENT_KEY = "connections/recent"
 MAX_RECENT = 8
+SAVE_FOLDER_KEY = "paths/save"
 
 
 @dataclass
@@ -59,6 +62,15 @@ def without_password(url: URL) -> str:
     return bare.difference_update_query(["password"]).render_as_string(hide_password=False)
 
 
+def as_typed(url: URL, typed: str | None) -> str:
+    """``url`` without its password, with the scheme the operator typed (postgres://,
+    ecto://…) rather than the driver qsnap connects through."""
+    bare = without_password(url)
+    scheme = typed.strip().split("://", 1)[0] if typed and "://" in typed else ""
+    prefix = f"{url.drivername}://"
+    return scheme + bare[len(prefix) - 3 :] if scheme and bare.startswith(prefix) else bare
+
+
 def recent_connections() -> list[str]:
     value = QSettings().value(RECENT_KEY, [])
     if isinstance(value, str):  # QSettings gives a lone string for a one-element list
@@ -66,12 +78,31 @@ def recent_connections() -> list[str]:
     return [v for v in value if isinstance(v, str) and v]
 
 
-def remember_connection(url: URL | str) -> None:
+def remember_connection(url: URL | str, typed: str | None = None) -> None:
+    """Put the URL first in the recent list, without its password; ``typed`` (the text the
+    operator entered) keeps the scheme as they wrote it."""
     try:
-        entry = without_password(normalize_url(url) if isinstance(url, str) else url)
+        entry = as_typed(normalize_url(url) if isinstance(url, str) else url, typed)
     except UsageError:
         return
     entries = [entry] + [e for e in recent_connections() if e != entry]
     settings = QSettings()
     settings.setValue(RECENT_KEY, entries[:MAX_RECENT])
+    settings.sync()
+
+
+def save_path(name: str) -> str:
+    """Where a Save dialog opens with ``name``: the folder last saved to, else the user's
+    documents (never the directory qsnap happened to be started from)."""
+    folder = QSettings().value(SAVE_FOLDER_KEY, "", type=str)
+    if not folder or not Path(folder).is_dir():
+        folder = QStandardPaths.writableLocation(
+            QStandardPaths.StandardLocation.DocumentsLocation
+        ) or str(Path.home())
+    return str(Path(folder) / name)
+
+
+def remember_save_folder(path: str) -> None:
+    settings = QSettings()
+    settings.setValue(SAVE_FOLDER_KEY, str(Path(path).parent))
     settings.sync()

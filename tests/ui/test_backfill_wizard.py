@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import csv
 import threading
+from pathlib import Path
 
 import psycopg
 import pytest
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QMessageBox, QWizard
+from PySide6.QtCore import QStandardPaths, Qt
+from PySide6.QtWidgets import QFileDialog, QMessageBox, QWizard
 from uihelp import libpq
 
 from qsnap_gui.engine.backfill import Category
@@ -199,7 +200,7 @@ def test_scope_page_choices(make_wizard):
 
 
 def test_page_by_page_fixes_the_checked_bands(
-    make_wizard, qtbot, database, fresh_url, sql, tmp_path
+    make_wizard, qtbot, database, fresh_url, sql, tmp_path, monkeypatch
 ):
     before = missing_per_band(sql)
     wizard = make_wizard()
@@ -251,6 +252,24 @@ def test_page_by_page_fixes_the_checked_bands(
         report = list(csv.DictReader(fh))
     assert [int(r["band_id"]) for r in report] == [o.band_id for o in outcomes]
     assert {r["state"] for r in report} == {"succeeded"}
+
+    # Save report as CSV opens in the documents folder, then where the last report went
+    offered: list[str] = []
+
+    def save_as(parent, caption, where, *args):
+        offered.append(where)
+        return str(tmp_path / "chosen" / Path(where).name), "CSV files (*.csv)"
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(save_as))
+    (tmp_path / "chosen").mkdir()
+    documents = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.DocumentsLocation)
+    qtbot.mouseClick(summary.save_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(summary.save_button, Qt.MouseButton.LeftButton)
+    assert offered == [
+        str(Path(documents) / "backfill-report.csv"),
+        str(tmp_path / "chosen" / "backfill-report.csv"),
+    ]
+    assert (tmp_path / "chosen" / "backfill-report.csv").is_file()
 
     wizard.button(QWizard.WizardButton.FinishButton).click()
     assert not wizard.isVisible()

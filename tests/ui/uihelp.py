@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from qsnap_gui.ui.models import BandsModel
@@ -82,3 +86,15 @@ def retry_from_jobs_menu(window: MainWindow, job_id: int) -> None:
     assert window.act_retry.isEnabled(), window.act_retry.toolTip()
     menu.close()
     window.act_retry.trigger()
+
+
+def run_gui(*args: str, tmp_path) -> subprocess.CompletedProcess:
+    """``qsnap-gui`` in a subprocess, offscreen, with settings of its own."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "XDG_CONFIG_HOME": str(tmp_path / "cfg")}
+    return subprocess.run(
+        [sys.executable, "-m", "qsnap_gui.ui.app", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )

@@ -30,6 +30,7 @@ from qsnap_gui.ui.icons import icon
 from qsnap_gui.ui.models.base import RIGHT
 from qsnap_gui.ui.models.scan import count_cell
 from qsnap_gui.ui.palette import GREEN, RED
+from qsnap_gui.ui.settings import remember_save_folder, save_path
 
 if TYPE_CHECKING:
     from qsnap_gui.ui.backfill.wizard import BackfillWizard
@@ -151,7 +152,7 @@ class SummaryPage(QWizardPage):
     @Slot()
     def _save_clicked(self) -> None:
         path, _ = QFileDialog.getSaveFileName(
-            self, "Save backfill report", "backfill-report.csv", "CSV files (*.csv)"
+            self, "Save backfill report", save_path("backfill-report.csv"), "CSV files (*.csv)"
         )
         if not path:
             return
@@ -159,6 +160,8 @@ class SummaryPage(QWizardPage):
             self.save_report(path)
         except OSError as exc:
             QMessageBox.warning(self, "Save report", f"Could not save the report:\n{exc}")
+            return
+        remember_save_folder(path)
 
 
 def _cells(o: BandOutcome) -> list[tuple[str, object]]:

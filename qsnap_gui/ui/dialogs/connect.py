@@ -34,11 +34,7 @@ from qsnap_gui.store.secrets import (
 )
 from qsnap_gui.tools.demo import ensure_demo_database
 from qsnap_gui.ui.icons import icon
-from qsnap_gui.ui.settings import (
-    recent_connections,
-    remember_connection,
-    without_password,
-)
+from qsnap_gui.ui.settings import as_typed, recent_connections, remember_connection
 from qsnap_gui.ui.tasks import TaskRunner
 
 log = logging.getLogger(__name__)
@@ -184,7 +180,7 @@ class ConnectDialog(QDialog):
             return
         if url.password:
             self.password.setText(str(url.password))
-            self.url.setText(without_password(url))
+            self.url.setText(as_typed(url, self.url.text()))
         self._fill_fields(url)
 
     def chosen_url(self) -> str | None:
@@ -255,7 +251,8 @@ class ConnectDialog(QDialog):
             database.dispose()
             return
         if not embedded:  # the embedded demo has its own entry
-            remember_connection(database.url)
+            typed = self.url.text() if self.tabs.currentIndex() == 0 else None
+            remember_connection(database.url, typed)
         self.database = database
         self.accept()
 

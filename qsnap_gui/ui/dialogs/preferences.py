@@ -26,7 +26,7 @@ class PreferencesDialog(QDialog):
         self.setWindowTitle("Preferences")
         self.setWindowIcon(icon("preferences"))
         self.batch_size = QSpinBox()
-        self.batch_size.setRange(10, 1_000_000)
+        self.batch_size.setRange(1, 1_000_000)  # as the command line's --batch-size
         self.batch_size.setSingleStep(100)
         self.batch_size.setGroupSeparatorShown(True)
         self.batch_size.setSuffix(" rows")

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qsnap_gui.domain.shapes import Colour
 from qsnap_gui.engine import views
 from qsnap_gui.engine.inspection import MeFileHit, SearchPage
 from qsnap_gui.store.db import Database
@@ -32,6 +33,7 @@ class SearchField(QWidget):
     meFileActivated = Signal(int)  # noqa: N815
     resultsShown = Signal(int)  # rows listed  # noqa: N815
     searchFailed = Signal(str)  # noqa: N815
+    noticed = Signal(str)  # a message for the status bar  # noqa: N815
 
     PAGE = 50
     MORE_ROLE = Qt.ItemDataRole.UserRole + 10
@@ -54,6 +56,7 @@ class SearchField(QWidget):
         self.edit.setMinimumWidth(220)
         self.edit.setMaximumWidth(360)
         self.edit.returnPressed.connect(lambda: self.search())
+        self.edit.textEdited.connect(self._edited)
         layout.addWidget(self.edit)
         self.setSizePolicy(QSizePolicy.Policy.Maximum, QSizePolicy.Policy.Fixed)
 
@@ -107,11 +110,10 @@ class SearchField(QWidget):
             self.meFileActivated.emit(page.rows[0].id)
             return
         self._rows.extend(page.rows)
-        self.results.clear()
         if not self._rows:
-            item = QListWidgetItem(f"No me_file matches {self._query!r}")
-            item.setFlags(Qt.ItemFlag.NoItemFlags)
-            self.results.addItem(item)
+            self._nothing_found()
+            return
+        self.results.clear()
         for hit in self._rows:
             name = hit.display_name if hit.display_name is not None else "(no name)"
             item = QListWidgetItem(f"{name}  ·  #{hit.id}")
@@ -129,6 +131,20 @@ class SearchField(QWidget):
         self.results.setCurrentRow(min(offset, self.results.count() - 1))
         self.resultsShown.emit(len(self._rows))
 
+    def _nothing_found(self) -> None:
+        """Said beside the field, not in a popup: a popup would take the keys typed next."""
+        message = f"No me_file matches {self._query!r}"
+        self.popup.hide()
+        self.edit.setToolTip(message)
+        self.edit.setStyleSheet(f"QLineEdit {{ border: 1px solid {Colour.RED}; }}")
+        self.noticed.emit(message)
+        self.resultsShown.emit(0)
+
+    @Slot()
+    def _edited(self) -> None:
+        self.edit.setStyleSheet("")
+        self.edit.setToolTip("")
+
     def _show_popup(self) -> None:
         self.popup.move(self.edit.mapToGlobal(QPoint(0, self.edit.height())))
         self.popup.resize(min(max(self.edit.width(), 360), 520), 300)
@@ -137,6 +153,7 @@ class SearchField(QWidget):
 
     def _failed(self, message: str) -> None:
         self.edit.setToolTip(message)
+        self.noticed.emit(f"Search failed: {message}")
         self.searchFailed.emit(message)
 
     def activate_row(self, row: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from PySide6.QtCore import QSortFilterProxyModel, Qt
 
 from qsnap_gui.engine.targets import TargetRow
@@ -33,8 +35,33 @@ class TargetsModel(TableModel):
         STATUS: "Stuck: left in 'populating' with no job running",
     }
 
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self._read: list[TargetRow] = []
+        self._busy: frozenset[int] = frozenset()
+
     def set_rows(self, rows: list[TargetRow]) -> None:
-        self._replace(list(rows), [r.id for r in rows] == [r.id for r in self._rows])
+        self._read = list(rows)
+        self._show([r.id for r in rows] == [r.id for r in self._rows])
+
+    def set_busy(self, target_ids: set[int]) -> bool:
+        """Targets this session's own jobs work on: populating while they run is busy, not
+        stuck (the targets list only knows of locks on whole targets, not on bands).
+        Returns whether that changed anything."""
+        busy = frozenset(target_ids)
+        if busy == self._busy:
+            return False
+        self._busy = busy
+        self._show(True)
+        return True
+
+    def rows(self) -> list[TargetRow]:
+        return list(self._rows)
+
+    def _show(self, same: bool) -> None:
+        self._replace(
+            [replace(t, stuck=False) if t.id in self._busy else t for t in self._read], same
+        )
 
     def target(self, target_id: int | None) -> TargetRow | None:
         return next((t for t in self._rows if t.id == target_id), None)

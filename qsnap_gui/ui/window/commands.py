@@ -11,6 +11,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QMessageBox, QTableView
 
 from qsnap_gui import __version__
+from qsnap_gui.domain.jobs import JobKind, Mode
 from qsnap_gui.engine.population import depopulate
 from qsnap_gui.engine.targets import TargetRow
 from qsnap_gui.engine.views import BandRow
@@ -183,9 +184,29 @@ class Commands(QObject):
 
     @Slot()
     def retry_clicked(self) -> None:
-        job = self.w.clicked_job
-        if job is not None and not job.active and self.w.controller is not None:
-            self.w.controller.retry(job.id)
+        if self.w.clicked_job is not None:
+            self.retry(self.w.clicked_job.id)
+
+    def retry(self, job_id: int) -> None:
+        """Run an ended job again, asking first what starting it asked."""
+        controller = self.w.controller
+        if controller is None:
+            return
+        job = controller.job(job_id)
+        if job.active:
+            return
+        if (
+            job.kind is JobKind.SNAPSHOT
+            and job.mode == Mode.FORCE
+            and self.w.preferences.confirm_force
+        ):
+            text = (
+                f"Retrying job {job.id} will rebuild every snapshot of band {job.band_id} "
+                f"({job.label}), stale ones included. Continue?"
+            )
+            if not self.ask("Force re-snapshot", text):
+                return
+        controller.retry(job_id)
 
     # --- tools, views, settings -------------------------------------------------------------
 

@@ -24,6 +24,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def window_title(database: Database) -> str:
+    """``user@host/db``, never the password nor the whole URL; Qt adds the application's
+    name itself."""
+    user = database.url.username
+    title = f"{user}@{database.where}" if user else database.where
+    title += " [demo]" if database.is_demo else ""
+    return title + (" [read-only]" if database.read_only else "")
+
+
 class Connection(QObject):
     def __init__(self, window: MainWindow) -> None:
         super().__init__(window)
@@ -94,9 +103,7 @@ class Connection(QObject):
         w.bands_model.clear()
         w.targets_model.set_rows([])
         w.forget_selection()
-        suffix = " [demo]" if database.is_demo else ""
-        suffix += " [read-only]" if database.read_only else ""
-        w.setWindowTitle(f"qsnap — {database.display}{suffix}")
+        w.setWindowTitle(window_title(database))
         w.connection_label.setText(database.where)
         w.connection_label.setToolTip(database.display)
         w.demo_badge.setVisible(database.is_demo)
@@ -136,6 +143,7 @@ class Connection(QObject):
         w.inspector_dock.setWidget(w.inspector)
         w.search_field = w.inspector.search_field(w.toolbar)
         w.search_field.meFileActivated.connect(w.reveal_inspector)
+        w.search_field.noticed.connect(lambda text: w.statusBar().showMessage(text, 8000))
         self._search_action = w.toolbar.addWidget(w.search_field)
 
     def _drop_inspector(self) -> None:

@@ -57,6 +57,7 @@ class JobFeed(QObject):
             signal.disconnect()
         self._dirty.clear()
         self._timer.stop()
+        self.w.targets_model.set_busy(set())
 
     def stop_jobs_then(self, callback: Callable[[], None]) -> None:
         """Cancel every job and run ``callback`` once they have all ended, without blocking."""
@@ -98,6 +99,10 @@ class JobFeed(QObject):
                 w.bands_model.set_job(info)
             if w.clicked_job is not None and w.clicked_job.id == job_id:
                 w.clicked_job = info
+        busy = {j.target_id for j in w.controller.active() if j.target_id is not None}
+        if w.targets_model.set_busy(busy):
+            w.count_targets()
+            w.update_header()
         w.update_actions()
 
     @Slot(int)
@@ -111,13 +116,8 @@ class JobFeed(QObject):
             w.banner.show_message(
                 f"{info.label} failed: {info.error or 'see the log'}",
                 action="Retry",
-                callback=partial(self._retry, job_id),
+                callback=partial(w.commands.retry, job_id),
             )
         if self._after_jobs is not None and not w.controller.active():
             callback, self._after_jobs = self._after_jobs, None
             callback()
-
-    def _retry(self, job_id: int) -> None:
-        controller = self.w.controller
-        if controller is not None and not controller.job(job_id).active:
-            controller.retry(job_id)

@@ -156,8 +156,7 @@ class MainWindow(QMainWindow):
             self._read_error = False
             self.banner.hide()
         self.targets_model.set_rows(rows)
-        stuck = sum(t.stuck for t in rows)
-        self.targets_count.setText(f"{len(rows)} targets" + (f" · {stuck} stuck" if stuck else ""))
+        self.count_targets()
         pending, current = self._pending_target, self._current_target
         if pending is not None and self.targets_model.row_of(pending) is None:
             self.statusBar().showMessage(f"Target {pending} does not exist", 10000)
@@ -176,6 +175,11 @@ class MainWindow(QMainWindow):
             self.loaded.emit()
         self.update_header()
         self.update_actions()
+
+    def count_targets(self) -> None:
+        rows = self.targets_model.rows()
+        stuck = sum(t.stuck for t in rows)
+        self.targets_count.setText(f"{len(rows)} targets" + (f" · {stuck} stuck" if stuck else ""))
 
     def _bands_loaded(self, target_id: int, bands: list[BandRow]) -> None:
         if target_id != self._current_target:
@@ -294,8 +298,8 @@ class MainWindow(QMainWindow):
                 return
             text = (
                 f"{len(active)} jobs are still running. Cancel them and quit?\n\n"
-                "Committed batches are kept; a cancelled Refresh Population still marks "
-                "its target populated."
+                "Committed batches are kept; a cancelled Refresh Population leaves its "
+                "target populating, to resume next time."
             )
             if self.preferences.confirm_close and not self.commands.ask("Jobs are running", text):
                 return
