@@ -413,9 +413,8 @@ def test_search_wildcards_are_literal(qtbot, searching):
     for query in ("%", "_", "\\"):
         with qtbot.waitSignal(field.resultsShown, timeout=WAIT) as shown:
             field.search(query)
-        assert shown.args == [0]
-        assert field.results.item(0).text() == f"No me_file matches {query!r}"
-        field.popup.hide()
+        assert shown.args == [0] and not field.popup.isVisible()
+        assert field.edit.toolTip() == f"No me_file matches {query!r}"
 
 
 def test_search_shortcut_focuses_the_field(qtbot, searching):
