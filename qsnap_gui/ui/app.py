@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,14 @@ if TYPE_CHECKING:
 
 SCREENSHOT_TIMEOUT_MS = 180_000
 SCREENSHOT_SIZE = (1440, 880)
+
+
+def window_size(text: str) -> tuple[int, int]:
+    """``1280x800`` as (1280, 800), for ``--size``."""
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit()) or min(int(width), int(height)) < 200:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 1280x800")
+    return int(width), int(height)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--screenshot", metavar="PATH", type=Path, help="save the loaded window as a PNG and exit"
     )
     parser.add_argument("--target", metavar="ID", type=int, help="target to select")
+    parser.add_argument(
+        "--me-file", metavar="ID", type=int, help="me_file to open in the inspector"
+    )
+    parser.add_argument(
+        "--size",
+        metavar="WxH",
+        type=window_size,
+        help=f"window size, e.g. 1280x800 (default for --screenshot: "
+        f"{SCREENSHOT_SIZE[0]}x{SCREENSHOT_SIZE[1]})",
+    )
     return parser
 
 
@@ -58,21 +77,33 @@ def make_app() -> QApplication:
 
 
 class Screenshot:
-    """Saves the window once its data is on screen; the exit code says whether it worked."""
+    """Saves the window once its data is on screen (and the me_file, if one was asked for, in
+    the inspector); the exit code says whether it worked."""
 
-    def __init__(self, window: MainWindow, path: Path, app: QApplication) -> None:
+    def __init__(
+        self, window: MainWindow, path: Path, app: QApplication, me_file: int | None = None
+    ) -> None:
         from PySide6.QtCore import QTimer
 
-        self.window, self.path, self.app = window, path, app
+        self.window, self.path, self.app, self.me_file = window, path, app, me_file
         self.exit_code = 1
         window.loaded.connect(self._loaded)
         window.connectFailed.connect(self._failed)
         QTimer.singleShot(SCREENSHOT_TIMEOUT_MS, self._timeout)
 
     def _loaded(self) -> None:
+        self.window.loaded.disconnect(self._loaded)
+        inspector = self.window.inspector
+        if self.me_file is None or inspector is None:
+            self._settle()
+            return
+        inspector.reportLoaded.connect(self._settle)
+        inspector.loadFailed.connect(self._failed)
+        self.window.inspect(self.me_file)
+
+    def _settle(self, *_report: object) -> None:
         from PySide6.QtCore import QTimer
 
-        self.window.loaded.disconnect(self._loaded)
         QTimer.singleShot(300, self._save)  # let the layout and the delegates settle
 
     def _save(self) -> None:
@@ -98,19 +129,25 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("qsnap-gui")
     exit_if_missing()
     import qasync
+    from PySide6.QtCore import Qt
 
     from qsnap_gui.ui.window import MainWindow
 
     app = make_app()
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
-    window = MainWindow(read_only=args.read_only)
+    shooting = args.screenshot is not None
+    # a screenshot shows the first-start layout, whatever the last session left
+    window = MainWindow(read_only=args.read_only, remember_layout=not shooting)
     shot = None
-    if args.screenshot:
-        window.resize(*SCREENSHOT_SIZE)
-        shot = Screenshot(window, args.screenshot, app)
+    if args.size or shooting:
+        window.resize(*(args.size or SCREENSHOT_SIZE))
+    if shooting:
+        shot = Screenshot(window, args.screenshot, app, args.me_file)
     if args.target is not None:
         window.select_target(args.target)
+    if args.me_file is not None and not shooting:
+        window.loaded.connect(partial(window.inspect, args.me_file), Qt.SingleShotConnection)
     window.show()
     window.connect_to(args.dsn, read_only=args.read_only)
     closed = asyncio.Event()

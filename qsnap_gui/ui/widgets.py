@@ -1,4 +1,5 @@
-"""Small widgets of the main window: the message banner, the log view, status badges."""
+"""Small widgets of the main window: the message banner, the log view, status badges, a label
+that elides rather than widens its pane."""
 
 from __future__ import annotations
 
@@ -6,14 +7,15 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from PySide6.QtCore import Qt, Slot
-from PySide6.QtGui import QFont, QFontDatabase, QTextCursor
+from PySide6.QtCore import QSize, Qt, Slot
+from PySide6.QtGui import QFont, QFontDatabase, QPainter, QPaintEvent, QTextCursor
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
     QLabel,
     QPlainTextEdit,
     QPushButton,
+    QSizePolicy,
     QToolButton,
     QWidget,
 )
@@ -110,3 +112,41 @@ def badge(text: str, name: str, tooltip: str) -> QLabel:
     label.setFont(font)
     label.hide()
     return label
+
+
+class ElidedLabel(QLabel):
+    """One line that ends in "…" when its pane is narrow, the whole text in its tooltip.
+
+    A plain QLabel asks for its text's full width, so one long me_file name or error would
+    widen the dock it sits in, or push its neighbours out of view.
+    """
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+
+    def setText(self, text: str) -> None:  # noqa: N802
+        super().setText(text)
+        self.setToolTip(text if text else "")
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802
+        return QSize(0, super().minimumSizeHint().height())
+
+    def elided(self) -> bool:
+        return self.fontMetrics().horizontalAdvance(self.text()) > self.contentsRect().width()
+
+    def paintEvent(self, _event: QPaintEvent) -> None:  # noqa: N802
+        painter = QPainter(self)
+        rect = self.contentsRect()
+        text = self.fontMetrics().elidedText(
+            self.text().replace("\n", " "), Qt.TextElideMode.ElideRight, rect.width()
+        )
+        self.style().drawItemText(
+            painter,
+            rect,
+            int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+            self.palette(),
+            self.isEnabled(),
+            text,
+            self.foregroundRole(),
+        )

@@ -1,4 +1,6 @@
-"""The inspector's widgets and how they sit: title row, memberships, snapshot tabs, side panels."""
+"""The inspector's widgets and how they sit, made to read in a dock a third of a 1280 px window
+wide: title rows, the memberships table, then one membership's badges over tabs (snapshot tree,
+why it matched, stale check, raw JSON), each tab the full height of the dock."""
 
 from __future__ import annotations
 
@@ -7,9 +9,7 @@ from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QFrame,
-    QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPlainTextEdit,
     QPushButton,
@@ -22,11 +22,15 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qsnap_gui.ui.inspector.common import fixed_font, pill
+from qsnap_gui.ui.inspector.common import fit_headers, fixed_font, pill
 from qsnap_gui.ui.inspector.stale import StalePanel
 from qsnap_gui.ui.models.snapshot_tree import SnapshotTreeModel
+from qsnap_gui.ui.widgets import ElidedLabel
 
-MEMBERSHIP_COLUMNS = ("Target", "Band", "Band id", "Population", "Shape", "Updated")
+# band and population ids are in each row's tooltip and under the table for the chosen row
+MEMBERSHIP_COLUMNS = ("Target", "Band", "Shape", "Updated (UTC)")
+SHAPE_COLUMN = 2
+TREE_TAB, WHY_TAB, STALE_TAB, RAW_TAB = range(4)
 
 
 class InspectorLayout:
@@ -35,20 +39,19 @@ class InspectorLayout:
     def __init__(self, owner: QWidget) -> None:
         self.owner = owner
 
-    def build(self) -> tuple[QHBoxLayout, QSplitter]:
-        """The title row and the body (memberships over snapshot and panels)."""
+    def build(self) -> tuple[QVBoxLayout, QSplitter]:
+        """The title rows and the body (memberships over one membership's details)."""
         return self._head(), self._body()
 
-    def _head(self) -> QHBoxLayout:
+    def _head(self) -> QVBoxLayout:
         w = self.owner
-        w.title = QLabel("No me_file open")
+        w.title = ElidedLabel("No me_file open")
         w.title.setObjectName("paneTitle")
         font = QFont(w.title.font())
         font.setPointSizeF(font.pointSizeF() + 2)
         font.setBold(True)
         w.title.setFont(font)
-        w.title.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        w.subtitle = QLabel("")
+        w.subtitle = ElidedLabel("")
         w.subtitle.setObjectName("paneSubtitle")
         w.refresh_button = QPushButton("Reload")
         w.refresh_button.setToolTip("Read this me_file again")
@@ -56,14 +59,15 @@ class InspectorLayout:
         w.copy_button = QPushButton("Copy JSON")
         w.copy_button.setToolTip("Copy the stored snapshot of this membership as JSON")
         w.csv_button = QPushButton("Save tree as CSV…")
-        titles = QVBoxLayout()
-        titles.addWidget(w.title)
-        titles.addWidget(w.subtitle)
-        head = QHBoxLayout()
-        head.addLayout(titles, 1)
-        head.addWidget(w.refresh_button)
-        head.addWidget(w.copy_button)
-        head.addWidget(w.csv_button)
+        w.csv_button.setToolTip("Save the snapshot tree of this membership as a CSV file")
+        row = QHBoxLayout()
+        row.addWidget(w.subtitle, 1)
+        for button in (w.refresh_button, w.copy_button, w.csv_button):
+            row.addWidget(button)
+        head = QVBoxLayout()
+        head.setSpacing(2)
+        head.addWidget(w.title)
+        head.addLayout(row)
         return head
 
     def _memberships(self) -> QTableWidget:
@@ -72,12 +76,15 @@ class InspectorLayout:
         table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        table.setWordWrap(False)
+        table.setTextElideMode(Qt.TextElideMode.ElideRight)
+        table.setShowGrid(False)
         table.verticalHeader().hide()
+        table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 10)
         table.setAlternatingRowColors(True)
         header = table.horizontalHeader()
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        for col in range(1, len(MEMBERSHIP_COLUMNS)):
-            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
+        fit_headers(header, stretch=0)
         return table
 
     def _tree(self) -> QTreeView:
@@ -88,44 +95,20 @@ class InspectorLayout:
         tree.setUniformRowHeights(True)
         tree.setAlternatingRowColors(True)
         tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        header = tree.header()
-        header.setStretchLastSection(False)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Fixed)
-        header.setSectionResizeMode(2, QHeaderView.ResizeMode.Fixed)
-        metrics = header.fontMetrics()
-        for col, label in ((1, "Trait id"), (2, "Display order")):
-            header.resizeSection(col, max(metrics.horizontalAdvance(label) + 36, 80))
+        fit_headers(tree.header(), stretch=0)
         return tree
 
-    def _tree_page(self) -> QWidget:
-        """Shape and stale badges, the never-snapshotted bar, the snapshot tree."""
+    def _why(self) -> QTreeWidget:
         w = self.owner
-        w.shape_badge = pill()
-        w.stale_badge = pill()
-        w.snapshot_info = QLabel()
-        w.snapshot_info.setWordWrap(True)
-        badges = QHBoxLayout()
-        badges.addWidget(w.shape_badge)
-        badges.addWidget(w.stale_badge)
-        badges.addWidget(w.snapshot_info, 1)
-        w.never_bar = QFrame()
-        never = QHBoxLayout(w.never_bar)
-        never.setContentsMargins(0, 0, 0, 0)
-        never.addWidget(QLabel("This row was never snapshotted."))
-        w.snapshot_now_button = QPushButton("Snapshot this row now")
-        never.addWidget(w.snapshot_now_button)
-        never.addStretch(1)
-        w.tree = self._tree()
-        page = QWidget()
-        layout = QVBoxLayout(page)
-        layout.setContentsMargins(4, 4, 4, 4)
-        layout.addLayout(badges)
-        layout.addWidget(w.never_bar)
-        layout.addWidget(w.tree, 1)
-        return page
+        w.why = QTreeWidget()
+        w.why.setColumnCount(3)
+        w.why.setHeaderLabels(["Group / trait", "Trait id", "Tag value"])
+        w.why.setUniformRowHeights(True)
+        w.why.setAlternatingRowColors(True)
+        fit_headers(w.why.header(), stretch=0)
+        return w.why
 
-    def _tabs(self) -> QTabWidget:
+    def _raw(self) -> QPlainTextEdit:
         w = self.owner
         w.raw = QPlainTextEdit()
         w.raw.setReadOnly(True)
@@ -135,45 +118,64 @@ class InspectorLayout:
         )
         w.raw.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         w.raw.setFont(fixed_font())
-        w.tabs = QTabWidget()
-        w.tabs.addTab(self._tree_page(), "Snapshot tree")
-        w.tabs.addTab(w.raw, "Raw JSON")
-        return w.tabs
+        return w.raw
 
-    def _side(self) -> QSplitter:
-        """Why it matched over the stale check."""
+    def _badges(self) -> QVBoxLayout:
+        """The membership's verdicts, always in view whichever tab is open."""
         w = self.owner
-        w.why = QTreeWidget()
-        w.why.setColumnCount(3)
-        w.why.setHeaderLabels(["Group / trait", "Trait id", "Tag value"])
-        w.why.setUniformRowHeights(True)
-        w.why.header().setStretchLastSection(True)
-        why_box = QGroupBox("Why it matched")
-        QVBoxLayout(why_box).addWidget(w.why)
+        w.shape_badge = pill()
+        w.stale_badge = pill()
+        w.resnapshot_button = QPushButton("Re-snapshot this row")
+        w.resnapshot_button.setToolTip(
+            "Rewrite this population's snapshot from the me_file's tags now (force)"
+        )
+        badges = QHBoxLayout()
+        badges.addWidget(w.shape_badge)
+        badges.addWidget(w.stale_badge)
+        badges.addStretch(1)
+        badges.addWidget(w.resnapshot_button)
+        w.snapshot_info = ElidedLabel()
+        w.snapshot_info.setObjectName("paneSubtitle")
+        w.never_bar = QFrame()
+        never = QHBoxLayout(w.never_bar)
+        never.setContentsMargins(0, 0, 0, 0)
+        never.addWidget(QLabel("This row was never snapshotted."))
+        w.snapshot_now_button = QPushButton("Snapshot this row now")
+        never.addWidget(w.snapshot_now_button)
+        never.addStretch(1)
+        column = QVBoxLayout()
+        column.setSpacing(4)
+        column.addLayout(badges)
+        column.addWidget(w.snapshot_info)
+        column.addWidget(w.never_bar)
+        return column
+
+    def _details(self) -> QWidget:
+        w = self.owner
         w.stale = StalePanel()
         w.stale_status = w.stale.status
         w.stale_list = w.stale.list
-        w.resnapshot_button = w.stale.resnapshot_button
-        side = QSplitter(Qt.Orientation.Vertical)
-        side.addWidget(why_box)
-        side.addWidget(w.stale)
-        side.setStretchFactor(0, 3)
-        side.setStretchFactor(1, 2)
-        side.setSizes([640, 360])
-        return side
+        w.tabs = QTabWidget()
+        w.tabs.setDocumentMode(True)
+        w.tabs.addTab(self._tree(), "Snapshot tree")
+        w.tabs.addTab(self._why(), "Why it matched")
+        w.tabs.addTab(w.stale, "Stale check")
+        w.tabs.addTab(self._raw(), "Raw JSON")
+        w.tree = w.tabs.widget(TREE_TAB)
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.setContentsMargins(0, 6, 0, 0)
+        layout.addLayout(self._badges())
+        layout.addWidget(w.tabs, 1)
+        return page
 
     def _body(self) -> QSplitter:
         w = self.owner
         w.memberships = self._memberships()
-        lower = QSplitter(Qt.Orientation.Horizontal)
-        lower.addWidget(self._tabs())
-        lower.addWidget(self._side())
-        lower.setStretchFactor(0, 3)
-        lower.setStretchFactor(1, 2)
-        lower.setSizes([600, 400])
         body = QSplitter(Qt.Orientation.Vertical)
+        body.setChildrenCollapsible(False)
         body.addWidget(w.memberships)
-        body.addWidget(lower)
-        body.setStretchFactor(0, 1)
-        body.setStretchFactor(1, 4)
+        body.addWidget(self._details())
+        body.setStretchFactor(0, 0)
+        body.setStretchFactor(1, 1)
         return body

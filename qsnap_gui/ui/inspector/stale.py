@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
-    QGroupBox,
-    QHBoxLayout,
     QLabel,
-    QPushButton,
     QTreeWidget,
     QTreeWidgetItem,
     QVBoxLayout,
@@ -19,10 +17,11 @@ from PySide6.QtWidgets import (
 from qsnap_gui.domain.codec import decode
 from qsnap_gui.domain.shapes import Colour
 from qsnap_gui.engine.inspection import Membership, StaleCheck, value_text
-from qsnap_gui.ui.inspector.common import PANEL_ITEMS, clip
+from qsnap_gui.ui.inspector.common import PANEL_ITEMS, clip, fit_headers
 
 ADDED, REMOVED, CHANGED = "+ added", "− removed", "~ changed"
 KIND_COLORS = {ADDED: Colour.GREEN, REMOVED: Colour.RED, CHANGED: Colour.AMBER}
+VALUE_COLUMN = 3
 
 
 class Badge(NamedTuple):
@@ -31,31 +30,27 @@ class Badge(NamedTuple):
     tip: str
 
 
-class StalePanel(QGroupBox):
-    """Its verdict goes to a badge the inspector shows beside the shape's."""
+class StalePanel(QWidget):
+    """The Stale check tab; its verdict also goes to a badge the inspector shows beside the
+    shape's, in view whichever tab is open."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__("Stale check", parent)
+        super().__init__(parent)
         self.status = QLabel()
         self.status.setWordWrap(True)
+        self.status.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.list = QTreeWidget()
         self.list.setColumnCount(4)
         self.list.setHeaderLabels(["Change", "Parent trait", "Trait id", "Value"])
         self.list.setRootIsDecorated(False)
         self.list.setUniformRowHeights(True)
-        self.resnapshot_button = QPushButton("Re-snapshot this row")
-        self.resnapshot_button.setToolTip(
-            "Rewrite this population's snapshot from the me_file's tags now (force)"
-        )
+        self.list.setAlternatingRowColors(True)
+        fit_headers(self.list.header(), stretch=VALUE_COLUMN)
         layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
         layout.addWidget(self.status)
         layout.addWidget(self.list, 1)
-        self._spacer = QWidget()
-        layout.addWidget(self._spacer, 1)
-        row = QHBoxLayout()
-        row.addStretch(1)
-        row.addWidget(self.resnapshot_button)
-        layout.addLayout(row)
 
     def clear(self) -> None:
         self.list.clear()
@@ -89,7 +84,6 @@ class StalePanel(QGroupBox):
 
     def _show_list(self, visible: bool) -> None:
         self.list.setVisible(visible)
-        self._spacer.setVisible(not visible)
 
     def _list(self, m: Membership, s: StaleCheck) -> None:
         names: dict[int, str] = {}
@@ -109,9 +103,8 @@ class StalePanel(QGroupBox):
                 [kind, parent_text(pid) if pid else "", str(tid) if tid else "", value]
             )
             item.setForeground(0, QColor(KIND_COLORS[kind]))
+            item.setToolTip(VALUE_COLUMN, value)
             self.list.addTopLevelItem(item)
-        for col in range(3):
-            self.list.resizeColumnToContents(col)
         self._show_list(True)
 
 

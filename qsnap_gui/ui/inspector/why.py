@@ -123,5 +123,3 @@ def fill_why(tree: QTreeWidget, m: Membership) -> None:
         return
     _matched(tree, m, bold)
     _next_band(tree, m, bold)
-    tree.resizeColumnToContents(1)
-    tree.setColumnWidth(0, max(tree.columnWidth(0), 240))

@@ -21,14 +21,16 @@ from qsnap_gui.engine.inspection import InspectReport, Membership, resnapshot_ro
 from qsnap_gui.store.db import SNAPSHOT_PRIVILEGES, Database
 from qsnap_gui.ui import format as fmt
 from qsnap_gui.ui.access import write_block
-from qsnap_gui.ui.inspector.common import RAW_DISPLAY_CHARS, clip, paint_pill, say
-from qsnap_gui.ui.inspector.layout import InspectorLayout
+from qsnap_gui.ui.inspector.common import RAW_DISPLAY_CHARS, paint_pill, say
+from qsnap_gui.ui.inspector.layout import SHAPE_COLUMN, InspectorLayout
 from qsnap_gui.ui.inspector.population import BandPopulationView
 from qsnap_gui.ui.inspector.report import LoadedReport, MembershipView, load_report
 from qsnap_gui.ui.inspector.search import SearchField
 from qsnap_gui.ui.inspector.why import fill_why
 from qsnap_gui.ui.models.snapshot_tree import Node, NodeKind, write_csv
+from qsnap_gui.ui.settings import remember_save_folder, save_path
 from qsnap_gui.ui.tasks import TaskRunner
+from qsnap_gui.ui.widgets import ElidedLabel
 
 
 class InspectorWidget(QWidget):
@@ -49,6 +51,7 @@ class InspectorWidget(QWidget):
         self._me_file_id: int | None = None
         self._want_population: int | None = None
         self._want_band: int | None = None
+        self._sized_for: int | None = None  # the me_file the memberships table was sized for
         self._can_write = write_block(database, SNAPSHOT_PRIVILEGES) is None
         self._user_sized = False
         self._build()
@@ -75,9 +78,7 @@ class InspectorWidget(QWidget):
         self.stack = QStackedWidget()
         self.stack.addWidget(self.placeholder)
         self.stack.addWidget(self.body)
-        self.status = QLabel()
-        self.status.setWordWrap(True)
-        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.status = ElidedLabel()
         outer = QVBoxLayout(self)
         outer.setContentsMargins(6, 6, 6, 6)
         outer.addLayout(head)
@@ -151,7 +152,7 @@ class InspectorWidget(QWidget):
         if not path:
             suggested = f"me_file_{self.report.me_file_id}_band_{m.band_id}.csv"
             path, _filter = QFileDialog.getSaveFileName(
-                self, "Save tree as CSV", suggested, "CSV files (*.csv);;All files (*)"
+                self, "Save tree as CSV", save_path(suggested), "CSV files (*.csv);;All files (*)"
             )
             if not path:
                 return None
@@ -160,6 +161,7 @@ class InspectorWidget(QWidget):
         except OSError as exc:
             self._say(f"Could not save {path}: {exc.strerror or exc}", error=True)
             return None
+        remember_save_folder(path)
         self._say(f"Saved {rows:,} tags to {path}")
         return path
 
@@ -203,7 +205,9 @@ class InspectorWidget(QWidget):
         )
         self.stack.setCurrentWidget(self.body)
         self._fill_memberships(report)
-        self._size_memberships(len(report.memberships))
+        if report.me_file_id != self._sized_for:
+            self._sized_for = report.me_file_id
+            self._size_memberships(len(report.memberships))
         if report.memberships:
             self.memberships.selectRow(self._wanted_row(report))
             self._membership_selected()
@@ -244,7 +248,11 @@ class InspectorWidget(QWidget):
         self._user_sized = True
 
     def _size_memberships(self, rows: int) -> None:
-        """Show every membership row (3 to 8 rows high) unless the operator sized it."""
+        """Show every membership row (3 to 8 rows high) unless the operator sized it.
+
+        Only for another me_file: reloading the same one (after a re-snapshot) keeps the
+        splitter where it is.
+        """
         if self._user_sized:
             return
         table = self.memberships
@@ -253,6 +261,8 @@ class InspectorWidget(QWidget):
             table.horizontalHeader().height() + shown * table.verticalHeader().defaultSectionSize()
         )
         want += 2 * table.frameWidth() + 2
+        if table.horizontalScrollBar().isVisible():
+            want += table.horizontalScrollBar().sizeHint().height()
         total = sum(self.body.sizes()) or self.body.height()
         if total > want:
             self.body.setSizes([want, total - want])
@@ -271,23 +281,15 @@ class InspectorWidget(QWidget):
                 else "(no target: band deleted)"
             )
             info = shape_info(m.shape)
-            cells = [
-                target,
-                m.band_label,
-                str(m.band_id),
-                str(m.population_id),
-                info.label,
-                fmt.stamp(m.updated_at),
-            ]
-            for col, value in enumerate(cells):
+            where = (
+                f"{target} · {m.band_label} (band {m.band_id}) · population row "
+                f"{m.population_id} · updated {fmt.stamp(m.updated_at)}"
+            )
+            for col, value in enumerate((target, m.band_label, info.label, fmt.when(m.updated_at))):
                 item = QTableWidgetItem(value)
-                if col in (2, 3):
-                    item.setTextAlignment(
-                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-                    )
-                if col == 4:
+                item.setToolTip(info.tip if col == SHAPE_COLUMN else where)
+                if col == SHAPE_COLUMN:
                     item.setForeground(QColor(info.colour))
-                    item.setToolTip(info.tip)
                 table.setItem(row, col, item)
         table.blockSignals(False)
 
@@ -317,11 +319,10 @@ class InspectorWidget(QWidget):
         self.shape_badge.show()
         self.never_bar.setVisible(shape is Shape.MISSING)
         self.csv_button.setEnabled(bool(m.decoded.parents))
-        text = f"{m.band_label} · band {m.band_id} · population row {m.population_id}"
-        text += f" · updated {fmt.stamp(m.updated_at)}"
-        if shape is Shape.INVALID:
-            text += f"\n{clip(m.decoded.error or '', 400)}"
-        self.snapshot_info.setText(text)
+        self.snapshot_info.setText(
+            f"{m.band_label} · band {m.band_id} · population row {m.population_id}"
+            f" · updated {fmt.stamp(m.updated_at)}"
+        )
         self.tree_model.set_root(view.nodes)
         for index in self.tree_model.parent_indexes():
             self.tree.expand(index)

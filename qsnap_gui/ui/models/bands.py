@@ -35,7 +35,7 @@ class BandsModel(TableModel):
         "ID",
         "Trait groups",
         "Population",
-        *(shape_info(s).label for s in SHAPES),
+        *(shape_info(s).label.replace(" ", "\n", 1) for s in SHAPES),  # narrow: two lines
         "Job",
     )
     TIPS = {

@@ -13,7 +13,7 @@ import logging
 from functools import partial
 
 from PySide6.QtCore import QByteArray, QSettings, QTimer, Signal, Slot
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QShowEvent
 from PySide6.QtWidgets import QMainWindow
 
 from qsnap_gui.engine import views
@@ -42,6 +42,8 @@ from qsnap_gui.ui.window.connection import Connection
 from qsnap_gui.ui.window.job_feed import JobFeed
 
 RELOAD_DELAY_MS = 150
+# saved dock layouts of another version are not restored: older ones hid the inspector
+LAYOUT_VERSION = 2
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,15 @@ class MainWindow(QMainWindow):
     loaded = Signal()  # the targets and the selected target's bands are on screen
     connectFailed = Signal(str)
 
-    def __init__(self, database: Database | None = None, *, read_only: bool = False) -> None:
+    def __init__(
+        self,
+        database: Database | None = None,
+        *,
+        read_only: bool = False,
+        remember_layout: bool = True,
+    ) -> None:
         super().__init__()
-        self.setWindowTitle("qsnap")
+        self.setWindowTitle("not connected")  # Qt adds the application's name
         self.setWindowIcon(icon("qsnap"))
         self.setObjectName("qsnapMainWindow")
         self.preferences = Preferences.load()
@@ -69,6 +77,8 @@ class MainWindow(QMainWindow):
         self._current_band: int | None = None
         self._pending_target: int | None = None
         self._read_error = False
+        self.remember_layout = remember_layout
+        self._default_layout = True  # no saved layout: size the docks when first shown
 
         self.runner = TaskRunner(self, threads=3)
         self.targets_model = TargetsModel(self)
@@ -277,6 +287,13 @@ class MainWindow(QMainWindow):
         self.inspector_dock.show()
         self.inspector_dock.raise_()
 
+    @Slot(int)
+    def inspect(self, me_file_id: int) -> None:
+        """Show a me_file in the inspector."""
+        if self.inspector is not None:
+            self.reveal_inspector()
+            self.inspector.open_me_file(me_file_id)
+
     @Slot()
     def update_actions(self) -> None:
         active = actions.update_actions(self)
@@ -318,17 +335,28 @@ class MainWindow(QMainWindow):
         self._may_close = True
         self.close()
 
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self._default_layout:
+            self._default_layout = False
+            panes.default_dock_sizes(self)
+
     def _restore_layout(self) -> None:
+        if not self.remember_layout:
+            self.resize(1440, 880)
+            return
         settings = QSettings()
         geometry = settings.value("window/geometry")
         if not (isinstance(geometry, QByteArray) and self.restoreGeometry(geometry)):
             self.resize(1440, 880)
         state = settings.value("window/state")
-        if isinstance(state, QByteArray):
-            self.restoreState(state)
+        if isinstance(state, QByteArray) and self.restoreState(state, LAYOUT_VERSION):
+            self._default_layout = False
 
     def _save_layout(self) -> None:
+        if not self.remember_layout:
+            return
         settings = QSettings()
         settings.setValue("window/geometry", self.saveGeometry())
-        settings.setValue("window/state", self.saveState())
+        settings.setValue("window/state", self.saveState(LAYOUT_VERSION))
         settings.sync()

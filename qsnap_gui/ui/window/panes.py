@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QModelIndex, QPersistentModelIndex, Qt, QTimer
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 from qsnap_gui.ui.delegates import CoverageDelegate, JobProgressDelegate
 from qsnap_gui.ui.icons import icon
 from qsnap_gui.ui.models import BandsModel, JobsModel, TargetsModel
-from qsnap_gui.ui.widgets import Banner, LogView, badge
+from qsnap_gui.ui.widgets import Banner, ElidedLabel, LogView, badge
 
 if TYPE_CHECKING:
     from qsnap_gui.ui.window.main_window import MainWindow
@@ -54,12 +54,14 @@ def table(parent: QWidget) -> QTableView:
 
 
 def widths(view: QTableView, columns: dict[int, int], stretch: int | None = None) -> None:
-    """At least as wide as each header's title, so no title is cut."""
+    """At least as wide as each header's title, so no title is cut; the ``stretch`` column
+    takes the room left, and gives it back first, down to its own title's width."""
     header = view.horizontalHeader()
     for column, width in columns.items():
         header.resizeSection(column, max(width, header.sectionSizeHint(column)))
     if stretch is not None:
         header.setSectionResizeMode(stretch, QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(header.sectionSizeHint(stretch))
 
 
 def menu_of(parent: QWidget, *actions: QAction | None, title: str = "") -> QMenu:
@@ -150,8 +152,7 @@ def _targets_pane(w: MainWindow) -> QWidget:
     view.horizontalHeader().setSortIndicatorShown(True)
     view.sortByColumn(TargetsModel.ID, Qt.SortOrder.AscendingOrder)
     view.setItemDelegateForColumn(TargetsModel.COVERAGE, CoverageDelegate(view))
-    widths(view, {0: 56, 1: 320, 2: 150, 3: 180, 4: 110, 5: 220})
-    view.horizontalHeader().setStretchLastSection(True)
+    widths(view, {0: 48, 2: 120, 3: 150, 4: 90, 5: 190}, stretch=TargetsModel.TITLE)
     view.selectionModel().selectionChanged.connect(w.target_selected)
     view.customContextMenuRequested.connect(w.commands.targets_menu)
     layout.addWidget(view)
@@ -162,22 +163,18 @@ def _bands_pane(w: MainWindow) -> QWidget:
     pane = QWidget()
     layout = QVBoxLayout(pane)
     layout.setContentsMargins(4, 0, 0, 0)
-    w.target_title = QLabel("No target selected")
+    w.target_title = ElidedLabel("No target selected")
     w.target_title.setObjectName("paneTitle")
-    w.target_summary = QLabel()
+    w.target_summary = ElidedLabel()  # never wider than the pane, whole in its tooltip
     w.target_summary.setObjectName("paneSubtitle")
-    w.target_summary.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     layout.addWidget(w.target_title)
     layout.addWidget(w.target_summary)
     view = w.bands_view = table(pane)
     view.setModel(w.bands_model)
     view.setItemDelegateForColumn(BandsModel.JOB, JobProgressDelegate(view))
-    shape_widths = dict.fromkeys(range(BandsModel.FIRST_SHAPE, BandsModel.JOB), 70)
-    widths(
-        view,
-        {0: 110, 1: 50, 3: 96, **shape_widths, BandsModel.JOB: 360},
-        stretch=BandsModel.GROUPS,
-    )
+    shape_widths = dict.fromkeys(range(BandsModel.FIRST_SHAPE, BandsModel.JOB), 64)
+    widths(view, {0: 100, 1: 44, 2: 170, 3: 86, **shape_widths, BandsModel.JOB: 260})
+    view.horizontalHeader().setStretchLastSection(True)
     view.selectionModel().selectionChanged.connect(w.band_selected)
     view.customContextMenuRequested.connect(w.commands.bands_menu)
     layout.addWidget(view)
@@ -185,7 +182,10 @@ def _bands_pane(w: MainWindow) -> QWidget:
 
 
 def build_docks(w: MainWindow) -> None:
-    """Targets on top, Jobs and Log tabbed at the bottom, the Inspector on the right (hidden)."""
+    """Targets on top, Jobs and Log tabbed at the bottom, the Inspector on the right, the full
+    height of the window (its tabs need it more than the targets and jobs need the width)."""
+    w.setCorner(Qt.Corner.TopRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
+    w.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
     w.targets_dock = QDockWidget("Targets", w)
     w.targets_dock.setObjectName("targetsDock")
     w.targets_dock.setWidget(_targets_pane(w))
@@ -196,9 +196,7 @@ def build_docks(w: MainWindow) -> None:
     widths(view, {0: 36, 1: 130, 2: 260, 3: 96, 4: 70, 5: 150, 6: 78})
     view.horizontalHeader().setStretchLastSection(True)
     view.customContextMenuRequested.connect(w.commands.jobs_menu)
-    w.jobs_model.rowsInserted.connect(
-        lambda _p, _f, last: view.scrollTo(w.jobs_model.index(last, 0))
-    )
+    w.jobs_model.rowsInserted.connect(lambda _p, _f, last: _scroll_to_row(view, last))
     w.jobs_dock = QDockWidget("Jobs", w)
     w.jobs_dock.setObjectName("jobsDock")
     w.jobs_dock.setWidget(view)
@@ -212,9 +210,25 @@ def build_docks(w: MainWindow) -> None:
     w.inspector_dock = QDockWidget("Inspector", w)
     w.inspector_dock.setObjectName("inspectorDock")
     w.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, w.inspector_dock)
-    w.inspector_dock.hide()
     w.jobs_dock.raise_()
-    w.resizeDocks([w.targets_dock, w.jobs_dock], [250, 230], Qt.Orientation.Vertical)
+
+
+def _scroll_to_row(view: QTableView, row: int) -> None:
+    """Once the view has laid out the new row: scrolling at once stops short of it, as the
+    scroll range does not cover it yet."""
+    index = QPersistentModelIndex(view.model().index(row, 0))
+    QTimer.singleShot(0, view, lambda: index.isValid() and view.scrollTo(QModelIndex(index)))
+
+
+def default_dock_sizes(w: MainWindow) -> None:
+    """The first-start layout for the window's size: the inspector a good third of the width,
+    the targets three tenths of the height and the jobs a fifth."""
+    width, height = w.width(), w.height()
+    inspector = min(max(width * 9 // 25, 440), 760)
+    w.resizeDocks([w.inspector_dock], [inspector], Qt.Orientation.Horizontal)
+    w.resizeDocks(
+        [w.targets_dock, w.jobs_dock], [height * 3 // 10, height // 5], Qt.Orientation.Vertical
+    )
 
 
 def build_menus(w: MainWindow) -> None:
