@@ -56,7 +56,8 @@ ACTIONS = (
     ),
     ActionSpec(
         "resume", "Res&ume stuck target", "resume", "Ctrl+Shift+R",
-        "Finish the snapshot stage of a target left in 'populating'", "resume", "Resume",
+        "Refresh a target left in 'populating' again: membership, snapshots, status", "resume",
+        "Resume",
     ),
     ActionSpec(
         "depopulate", "&Depopulate…", "depopulate", "Ctrl+Shift+Del",

@@ -72,7 +72,7 @@ class Commands(QObject):
         if target is None or not self.w.act_resume.isEnabled():
             return
         self.w.controller.submit_refresh(target.id, resume=True)
-        self._say(f"Resuming {target.display_title}: snapshot stage")
+        self._say(f"Resuming {target.display_title}: membership, then snapshots")
 
     @Slot()
     def snapshot_missing(self) -> None:
