@@ -16,7 +16,7 @@ def cmd_targets(args: argparse.Namespace, db: Database) -> int:
     from qsnap_gui.store.queries import population_orphans
 
     with db.engine.connect() as conn:
-        targets = list_targets(conn)
+        targets = list_targets(conn, orphans=True)
         outside = population_orphans(conn)
     if args.json:
         print(

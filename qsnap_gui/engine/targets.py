@@ -7,10 +7,9 @@ from datetime import datetime
 
 from sqlalchemy import Connection, text
 
-from qsnap_gui.domain.codec import good_sql
 from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine.oban import targets_being_populated
-from qsnap_gui.store import locks
+from qsnap_gui.store import locks, queries
 
 
 @dataclass(frozen=True)
@@ -21,8 +20,7 @@ class TargetRow:
     last_populated_at: datetime | None
     population: int
     missing: int
-    good: int
-    orphans: int = 0
+    orphans: int | None = None
     stuck: bool = False
 
     @property
@@ -31,49 +29,61 @@ class TargetRow:
         return self.title if self.title is not None else f"(untitled #{self.id})"
 
     @property
+    def snapshotted(self) -> int:
+        return self.population - self.missing
+
+    @property
     def coverage(self) -> float:
-        """Share of rows holding a well-formed snapshot (1.0 for an empty target)."""
-        return self.good / self.population if self.population else 1.0
+        """Share of rows holding a snapshot (1.0 for an empty target).
+
+        Counted from the index on NULL snapshots, without reading one: whether a snapshot
+        is well formed is the band table's per-shape counts, which read every row.
+        """
+        return self.snapshotted / self.population if self.population else 1.0
 
     @property
     def status_label(self) -> str:
         return "stuck (populating, no job running)" if self.stuck else self.population_status
 
 
-def list_targets(conn: Connection) -> list[TargetRow]:
+def list_targets(conn: Connection, *, orphans: bool = False) -> list[TargetRow]:
     """Every target; a NULL status reads as not_populated.
 
-    ``population`` counts the rows with a me_file id (what jobs write), ``good`` those holding
-    a snapshot that is not broken, ``orphans`` the rows whose me_file is NULL or deleted.
+    ``population`` counts the rows with a me_file id (what jobs write), ``missing`` those whose
+    snapshot is NULL: both from indexes, so the list stays instant at millions of rows. With
+    ``orphans``, also the rows whose me_file is NULL or deleted (one pass over me_files);
+    otherwise ``orphans`` is None.
     """
-    good = good_sql("tp.matching_tags_snapshot", "tp.me_file_id")
     rows = conn.execute(
         text(
-            f"""
-            with pop as (
-                select b.target_id,
-                       count(*) filter (where tp.me_file_id is not null) as population,
-                       count(*) filter (where tp.me_file_id is not null
-                                        and tp.matching_tags_snapshot is null) as missing,
-                       count(*) filter (where tp.me_file_id is not null and {good}) as good,
-                       count(*) filter (where f.id is null) as orphans
-                from target_populations tp join target_bands b on b.id = tp.target_band_id
-                left join me_files f on f.id = tp.me_file_id
-                group by b.target_id
-            )
-            select t.id, t.title, coalesce(t.population_status, 'not_populated'),
-                   t.last_populated_at, coalesce(p.population, 0), coalesce(p.missing, 0),
-                   coalesce(p.good, 0), coalesce(p.orphans, 0)
-            from targets t left join pop p on p.target_id = t.id
-            order by t.id
-            """
+            "select t.id, t.title, coalesce(t.population_status, 'not_populated'), "
+            "t.last_populated_at from targets t order by t.id"
         )
     ).all()
+    band_target = dict(
+        conn.execute(
+            text("select b.id, b.target_id from target_bands b where b.target_id is not null")
+        ).all()
+    )
+    totals: dict[int, list] = {r[0]: [0, 0, 0 if orphans else None] for r in rows}
+    for band_id, c in queries.band_counts(conn, list(band_target)).items():
+        total = totals.get(band_target[band_id])
+        if total is not None:
+            total[0] += c.population
+            total[1] += c.missing
+    if orphans:
+        for band_id, n in queries.band_orphans(conn, list(band_target)).items():
+            total = totals.get(band_target[band_id])
+            if total is not None:
+                total[2] += n
     populating = [r[0] for r in rows if r[2] == "populating"]
     busy = locks.held_elsewhere(conn, locks.TARGET, populating) if populating else set()
     if set(populating) - busy:
         busy |= targets_being_populated(conn, set(populating) - busy)
-    return [TargetRow(*r, stuck=(r[2] == "populating" and r[0] not in busy)) for r in rows]
+    return [
+        TargetRow(*r, *totals[r[0]], stuck=(r[2] == "populating" and r[0] not in busy))
+        for r in rows
+    ]
 
 
 def get_target(conn: Connection, target_id: int) -> TargetRow:

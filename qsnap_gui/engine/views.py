@@ -18,18 +18,21 @@ from qsnap_gui.engine.inspection import InspectReport, PopulationPage, SearchPag
 from qsnap_gui.engine.targets import TargetRow
 from qsnap_gui.store import queries
 from qsnap_gui.store.db import Database
-from qsnap_gui.store.queries import BandRow, TraitGroupRef
+from qsnap_gui.store.queries import BandRow, ShapeCounts, TraitGroupRef, with_shapes
 
 __all__ = [
     "BandRow",
+    "ShapeCounts",
     "TraitGroupRef",
     "band_population_page",
+    "band_shape_counts",
     "inspect_me_file",
     "list_bands",
     "list_targets",
     "scan_backfill",
     "search_me_files",
     "target_choices",
+    "with_shapes",
 ]
 
 
@@ -42,9 +45,16 @@ def list_targets(source: Database | Engine) -> list[TargetRow]:
         return targets.list_targets(conn)
 
 
-def list_bands(source: Database | Engine, target_id: int) -> list[BandRow]:
+def list_bands(source: Database | Engine, target_id: int, *, shapes: bool = True) -> list[BandRow]:
+    """The band table; without ``shapes`` only what the indexes count, at once."""
     with _engine(source).connect() as conn:
-        return queries.list_bands(conn, target_id)
+        return queries.list_bands(conn, target_id, shapes=shapes)
+
+
+def band_shape_counts(source: Database | Engine, band_ids: list[int]) -> dict[int, ShapeCounts]:
+    """The per-shape counts the fast band table leaves out (reads every snapshot)."""
+    with _engine(source).connect() as conn:
+        return queries.band_shape_counts(conn, band_ids)
 
 
 def inspect_me_file(source: Database | Engine, me_file_id: int) -> InspectReport:

@@ -23,9 +23,12 @@ class BandRow:
 
     ``groups`` are its distinct existing trait groups; ``dangling_links`` its links to trait
     groups that do not exist (ignored for counting, labels and matching). ``population``
-    counts the rows with a me_file id (what jobs write) and ``shapes`` splits them;
-    ``orphans`` counts the rows whose me_file is NULL or has no me_files row; ``broken`` the
-    rows repair would rebuild. ``notes`` say what the operator should know about the band.
+    counts the rows with a me_file id (what jobs write), ``missing`` those whose snapshot is
+    NULL: both come from indexes at once. ``shapes`` splits the population by shape,
+    ``broken`` counts the rows repair would rebuild and ``orphans`` the rows whose me_file is
+    NULL or has no me_files row: these read every snapshot (or every me_file), so the fast
+    listing leaves them out (``shapes`` empty) until :func:`band_shape_counts` fills them.
+    ``notes`` say what the operator should know about the band.
     """
 
     id: int
@@ -40,10 +43,30 @@ class BandRow:
     orphans: int = 0
     broken: int = 0
     notes: tuple[str, ...] = ()
+    missing: int = 0
 
     @property
-    def missing(self) -> int:
-        return self.shapes.get("missing", 0)
+    def shapes_known(self) -> bool:
+        """Whether the per-shape counts were read (the fast listing leaves them out)."""
+        return bool(self.shapes)
+
+
+@dataclass(frozen=True)
+class ShapeCounts:
+    """A band's rows per snapshot shape, how many of them repair would rebuild, and its
+    orphans."""
+
+    shapes: dict[str, int]
+    broken: int
+    orphans: int = 0
+
+
+@dataclass(frozen=True)
+class FastCounts:
+    """What the indexes tell about a band without reading a snapshot."""
+
+    population: int = 0
+    missing: int = 0
 
 
 @dataclass(frozen=True)
@@ -171,12 +194,58 @@ def refresh_order(bands: list[BandRow]) -> list[BandRow]:
     return sorted(bands, key=lambda b: (len(b.groups), b.id))
 
 
-def list_bands(conn: Connection, target_id: int) -> list[BandRow]:
-    """Bands with population, per-shape, broken and orphan counts."""
-    bands = band_order(conn, target_id)
-    if not bands:
-        return bands
-    ids = [b.id for b in bands]
+def band_counts(conn: Connection, band_ids: list[int]) -> dict[int, FastCounts]:
+    """Population and NULL snapshots per band, without reading a snapshot or me_files.
+
+    The population comes from the unique (target_band_id, me_file_id) index, the NULL
+    snapshots from the partial index on NULL snapshots; bands without rows are left out.
+    """
+    if not band_ids:
+        return {}
+    population = conn.execute(
+        text(
+            "select tp.target_band_id, count(*) from target_populations tp "
+            "where tp.target_band_id = any(:ids) and tp.me_file_id is not null group by 1"
+        ),
+        {"ids": band_ids},
+    ).all()
+    missing = dict(
+        conn.execute(
+            text(
+                "select tp.target_band_id, count(*) from target_populations tp "
+                "where tp.matching_tags_snapshot is null and tp.target_band_id = any(:ids) "
+                "and tp.me_file_id is not null group by 1"
+            ),
+            {"ids": band_ids},
+        ).all()
+    )
+    return {band: FastCounts(n, missing.get(band, 0)) for band, n in population}
+
+
+def band_orphans(conn: Connection, band_ids: list[int]) -> dict[int, int]:
+    """Rows per band whose me_file is NULL or has no me_files row (bands without any are left
+    out). One pass over every me_files id: cheap next to the shapes, too slow for the instant
+    views at a million rows."""
+    if not band_ids:
+        return {}
+    return dict(
+        conn.execute(
+            text(
+                "select tp.target_band_id, count(*) from target_populations tp "
+                "where tp.target_band_id = any(:ids) "
+                "and not exists (select 1 from me_files f where f.id = tp.me_file_id) group by 1"
+            ),
+            {"ids": band_ids},
+        ).all()
+    )
+
+
+def band_shape_counts(conn: Connection, band_ids: list[int]) -> dict[int, ShapeCounts]:
+    """Rows per shape, broken rows and orphans of each band: reads every snapshot, so it is
+    slow on big bands and the window runs it in the background, once per band until a job
+    ends."""
+    if not band_ids:
+        return {}
     counts = conn.execute(
         text(
             f"""
@@ -190,36 +259,44 @@ def list_bands(conn: Connection, target_id: int) -> list[BandRow]:
             group by 1, 2
             """
         ),
-        {"ids": ids},
+        {"ids": band_ids},
     ).all()
-    orphans = dict(
-        conn.execute(
-            text(
-                "select tp.target_band_id, count(*) from target_populations tp "
-                "where tp.target_band_id = any(:ids) and (tp.me_file_id is null or not exists "
-                "(select 1 from me_files f where f.id = tp.me_file_id)) group by 1"
-            ),
-            {"ids": ids},
-        ).all()
-    )
-    per_band: dict[int, dict[str, int]] = {b.id: dict.fromkeys(SHAPES, 0) for b in bands}
-    broken: dict[int, int] = dict.fromkeys(ids, 0)
+    per_band: dict[int, dict[str, int]] = {b: dict.fromkeys(map(str, SHAPES), 0) for b in band_ids}
+    broken: dict[int, int] = dict.fromkeys(band_ids, 0)
     for band_id, shape, count, wrong_blanks in counts:
-        per_band[band_id][shape] = count
+        per_band[band_id][str(shape)] = count
         if shape == Shape.NULL_VALUES:
             broken[band_id] += wrong_blanks
         elif shape in BROKEN_SHAPES:
             broken[band_id] += count
-    return [
+    orphans = band_orphans(conn, band_ids)
+    return {b: ShapeCounts(per_band[b], broken[b], orphans.get(b, 0)) for b in band_ids}
+
+
+def with_shapes(band: BandRow, counts: ShapeCounts) -> BandRow:
+    """The band with its per-shape, broken and orphan counts; population and missing stay
+    the indexes' (fresher than a cached shape count)."""
+    return replace(band, shapes=dict(counts.shapes), broken=counts.broken, orphans=counts.orphans)
+
+
+def list_bands(conn: Connection, target_id: int, *, shapes: bool = True) -> list[BandRow]:
+    """Bands with population and missing counts, and with ``shapes`` the per-shape, broken
+    and orphan counts too (which read every snapshot)."""
+    bands = band_order(conn, target_id)
+    ids = [b.id for b in bands]
+    fast = band_counts(conn, ids)
+    bands = [
         replace(
             b,
-            population=sum(per_band[b.id].values()),
-            shapes={str(k): v for k, v in per_band[b.id].items()},
-            orphans=orphans.get(b.id, 0),
-            broken=broken[b.id],
+            population=fast.get(b.id, FastCounts()).population,
+            missing=fast.get(b.id, FastCounts()).missing,
         )
         for b in bands
     ]
+    if not shapes:
+        return bands
+    slow = band_shape_counts(conn, ids)
+    return [with_shapes(b, slow[b.id]) for b in bands]
 
 
 def population_orphans(conn: Connection) -> OrphanCounts:

@@ -43,6 +43,17 @@ class StrategyFigures:
 
 
 @dataclass
+class ViewFigures:
+    """Median seconds of the views' reads, taken while a snapshot job of the target runs."""
+
+    targets_seconds: float  # the window's targets list
+    cli_targets_seconds: float  # `qsnap targets`, orphans included
+    bands_seconds: float  # the band table's population and missing counts
+    shapes_seconds: float  # the per-shape counts the window reads in the background
+    during_job: bool  # whether the job was still running when the last read ended
+
+
+@dataclass
 class ScaleFigures:
     scale: int
     populations: int
@@ -52,6 +63,7 @@ class ScaleFigures:
     populate_rss_mb: float | None = None
     snapshots_equal: bool | None = None
     mismatches: int = 0
+    views: ViewFigures | None = None
 
     def ratio(self, a: str, b: str) -> float | None:
         if a in self.strategies and b in self.strategies and self.strategies[b].seconds:
@@ -376,6 +388,67 @@ def _bench_world(
     )
     figures.populate_seconds, figures.populate_rss_mb = seconds, rss
     say(f"scale {scale}: populate {seconds:.2f}s")
+    figures.views = views_during_job(engine, url, band_ids)
+    say(f"scale {scale}: views timed while a snapshot job ran")
+    return figures
+
+
+def _median_seconds(read, runs: int = 3) -> float:
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        read()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def views_during_job(engine: Engine, url: str, band_ids: list[int]) -> ViewFigures:
+    """Time the window's and the command line's views while `qsnap snapshot --target` fills
+    every snapshot of the benchmark target in another process."""
+    from qsnap_gui.engine import targets, views
+    from qsnap_gui.store import queries
+
+    _prepare(engine)
+    with engine.connect() as conn:
+        before = sum(c.missing for c in queries.band_counts(conn, band_ids).values())
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qsnap_gui.cli",
+            "--dsn",
+            url,
+            "snapshot",
+            "--target",
+            str(BENCH_TARGET),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while job.poll() is None and time.monotonic() < deadline:  # until its first commit
+            with engine.connect() as conn:
+                now = sum(c.missing for c in queries.band_counts(conn, band_ids).values())
+            if now < before:
+                break
+            time.sleep(0.05)
+
+        def cli_targets() -> None:
+            with engine.connect() as conn:
+                targets.list_targets(conn, orphans=True)
+
+        figures = ViewFigures(
+            targets_seconds=_median_seconds(lambda: views.list_targets(engine)),
+            cli_targets_seconds=_median_seconds(cli_targets),
+            bands_seconds=_median_seconds(
+                lambda: views.list_bands(engine, BENCH_TARGET, shapes=False)
+            ),
+            shapes_seconds=_median_seconds(lambda: views.band_shape_counts(engine, band_ids)),
+            during_job=job.poll() is None,
+        )
+    finally:
+        job.wait()
     return figures
 
 
@@ -404,6 +477,14 @@ def render(results: list[ScaleFigures]) -> str:
             f"{'':>9} qsnap populate (membership + diff + snapshots): {f.populate_seconds:.2f}s, "
             f"{f.populate_rss_mb:.0f} MB; generator: {gen}"
         )
+        if f.views is not None:
+            v = f.views
+            lines.append(
+                f"{'':>9} views {'during' if v.during_job else 'after'} a snapshot job: "
+                f"targets list {v.targets_seconds:.2f}s (command line, orphans counted: "
+                f"{v.cli_targets_seconds:.2f}s), band table {v.bands_seconds:.2f}s, "
+                f"per-shape counts {v.shapes_seconds:.2f}s in the background"
+            )
     return "\n".join(lines)
 
 

@@ -52,7 +52,7 @@ def test_model_passes_the_model_tester(name, database, make_window, qtbot, qtmod
 
 
 def target_row(target_id: int, title: str | None, status: str | None, **counts) -> TargetRow:
-    values = {"population": 0, "missing": 0, "good": 0, **counts}
+    values = {"population": 0, "missing": 0, **counts}
     return TargetRow(target_id, title, status, None, **values)
 
 

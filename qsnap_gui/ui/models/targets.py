@@ -132,8 +132,9 @@ class TargetsModel(TableModel):
             )
         if col == self.COVERAGE and t.population:
             return (
-                f"{fmt.count(t.good)} of {fmt.count(t.population)} rows hold a good envelope; "
-                f"{fmt.count(t.missing)} never snapshotted"
+                f"{fmt.count(t.snapshotted)} of {fmt.count(t.population)} rows hold a snapshot; "
+                f"{fmt.count(t.missing)} never snapshotted\n"
+                "The band table splits them by shape"
             )
         if col == self.TITLE:
             return f"Target {t.id}: {t.display_title}"
