@@ -40,6 +40,7 @@ from qsnap_gui.ui.window import actions, panes
 from qsnap_gui.ui.window.commands import Commands
 from qsnap_gui.ui.window.connection import Connection
 from qsnap_gui.ui.window.job_feed import JobFeed
+from qsnap_gui.ui.window.shape_counts import ShapeCountCache
 
 RELOAD_DELAY_MS = 150
 # saved dock layouts of another version are not restored: older ones hid the inspector
@@ -85,6 +86,7 @@ class MainWindow(QMainWindow):
         self.targets_proxy = TargetsProxy(self)
         self.targets_proxy.setSourceModel(self.targets_model)
         self.bands_model = BandsModel(self)
+        self.shape_counts = ShapeCountCache(self)
         self.jobs_model = JobsModel(self)
         self._reload_timer = QTimer(self)  # the Oban view starts it too
         self._reload_timer.setSingleShot(True)
@@ -156,7 +158,7 @@ class MainWindow(QMainWindow):
     def _load_bands(self, target_id: int) -> None:
         self.runner.run(
             "bands",
-            partial(views.list_bands, self.database, target_id),
+            partial(views.list_bands, self.database, target_id, shapes=False),
             partial(self._bands_loaded, target_id),
             self._read_failed,
         )
@@ -194,7 +196,10 @@ class MainWindow(QMainWindow):
     def _bands_loaded(self, target_id: int, bands: list[BandRow]) -> None:
         if target_id != self._current_target:
             return
-        self.bands_model.set_bands(target_id, bands)
+        self.bands_model.set_bands(target_id, self.shape_counts.fill(target_id, bands))
+        notes = list(dict.fromkeys(note for b in bands for note in b.notes))
+        self.band_notes.setText("\n".join(f"⚠ {note}" for note in notes))
+        self.band_notes.setVisible(bool(notes))
         band_ids = {b.id for b in bands}
         if self.controller is not None:
             for info in self.controller.jobs():

@@ -167,8 +167,15 @@ def _bands_pane(w: MainWindow) -> QWidget:
     w.target_title.setObjectName("paneTitle")
     w.target_summary = ElidedLabel()  # never wider than the pane, whole in its tooltip
     w.target_summary.setObjectName("paneSubtitle")
+    # what the operator should know about the bands: tied rings the application nests the
+    # other way round from their labels, links to deleted trait groups
+    w.band_notes = QLabel()
+    w.band_notes.setObjectName("bandNotes")
+    w.band_notes.setWordWrap(True)
+    w.band_notes.hide()
     layout.addWidget(w.target_title)
     layout.addWidget(w.target_summary)
+    layout.addWidget(w.band_notes)
     view = w.bands_view = table(pane)
     view.setModel(w.bands_model)
     view.setItemDelegateForColumn(BandsModel.JOB, JobProgressDelegate(view))
