@@ -383,7 +383,7 @@ def seed_demo(engine: Engine, spec: DemoSpec | None = None) -> bool:
             return False
     if found:
         log.info("the demo data were not finished last time; making them again")
-    generate_demo(engine, spec or DemoSpec(), reset=found)
+    generate_demo(engine, spec or DemoSpec(edge_cases=True), reset=found)
     return True
 
 
