@@ -69,7 +69,7 @@ def test_refresh_population_from_its_action(database, sql, make_window, qtbot, m
     qtbot.waitUntil(
         lambda: (
             target_cell(window, target_id, TargetsModel.LAST) > before
-            and all(b.missing == 0 for b in window.bands_model.bands())
+            and all(b.missing == 0 and b.shapes_known for b in window.bands_model.bands())
         ),
         timeout=WAIT_MS,
     )

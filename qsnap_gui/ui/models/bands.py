@@ -1,4 +1,8 @@
-"""The selected target's bands: counts per snapshot shape and each band's latest job."""
+"""The selected target's bands: counts per snapshot shape and each band's latest job.
+
+Population and missing arrive with the rows; the other shape columns show "…" until
+:meth:`BandsModel.set_shape_counts` brings them (they are read in the background).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ from PySide6.QtCore import Qt
 
 from qsnap_gui.domain.codec import SHAPES, Shape
 from qsnap_gui.domain.shapes import shape_info
-from qsnap_gui.engine.views import BandRow
+from qsnap_gui.engine.views import BandRow, ShapeCounts, with_shapes
 from qsnap_gui.ui import format as fmt
 from qsnap_gui.ui.icons import icon
 from qsnap_gui.ui.jobs import JobInfo
@@ -24,6 +28,7 @@ from qsnap_gui.ui.models.jobs import job_text
 from qsnap_gui.ui.palette import BULLSEYE_BG, DIM, STATE_COLORS, shape_color
 
 FIRST_SHAPE = 4  # the first per-shape count column
+COUNTING = "…"  # a shape count still being read
 
 
 class BandsModel(TableModel):
@@ -63,6 +68,19 @@ class BandsModel(TableModel):
 
     def bands(self) -> list[BandRow]:
         return list(self._rows)
+
+    def set_shape_counts(self, counts: dict[int, ShapeCounts]) -> None:
+        """Fill the shape columns of the bands whose counts were read."""
+        for row, band in enumerate(self._rows):
+            if band.id in counts:
+                self._rows[row] = with_shapes(band, counts[band.id])
+                self.dataChanged.emit(
+                    self.index(row, self.FIRST_SHAPE), self.index(row, self.JOB - 1)
+                )
+
+    def counting(self, band: BandRow, shape: Shape) -> bool:
+        """Whether this cell waits for the background count (missing never does)."""
+        return shape is not Shape.MISSING and not band.shapes_known
 
     def set_job(self, info: JobInfo) -> None:
         """Show the band's latest job; an older job's late news never replaces a newer one."""
@@ -114,7 +132,9 @@ class BandsModel(TableModel):
     def _display(self, b: BandRow, col: int, job: JobInfo | None, *, sort: bool):
         shape = self._shape(col)
         if shape is not None:
-            n = b.shapes.get(str(shape), 0)
+            if self.counting(b, shape):
+                return -1 if sort else COUNTING
+            n = b.missing if shape is Shape.MISSING else b.shapes.get(str(shape), 0)
             return n if sort else fmt.count(n)
         if col == self.BAND:
             return b.label
@@ -129,7 +149,9 @@ class BandsModel(TableModel):
     def _foreground(self, b: BandRow, col: int, job: JobInfo | None):
         shape = self._shape(col)
         if shape is not None:
-            if not b.shapes.get(str(shape), 0):
+            if self.counting(b, shape):
+                return DIM
+            if not (b.missing if shape is Shape.MISSING else b.shapes.get(str(shape), 0)):
                 return DIM
             return None if shape is Shape.ENVELOPE else shape_color(shape)  # good needs no ink
         if col == self.JOB and job is not None:
@@ -147,4 +169,6 @@ class BandsModel(TableModel):
         if col == self.JOB and job is not None:
             return f"{job.label}: {job.state}" + (f"\n{job.error}" if job.error else "")
         shape = self._shape(col)
+        if shape is not None and self.counting(b, shape):
+            return f"{shape_info(shape).tip}\nCounting in the background (reads every snapshot)…"
         return shape_info(shape).tip if shape is not None else None

@@ -40,7 +40,7 @@ ACTIONS = (
         "connect", "&Connect…", "connect", "Ctrl+O", "Connect to another database",
         "show_connect", "Connect",
     ),
-    ActionSpec("reload", "&Reload", "reload", "F5", "Read targets and bands again", "reload"),
+    ActionSpec("reload", "&Reload", "reload", "F5", "Read targets and bands again, shape counts included", "reload"),
     ActionSpec(
         "preferences", "&Preferences…", "preferences", "Ctrl+,",
         "Batch size, threads, confirmations", "show_preferences",

@@ -212,6 +212,8 @@ class Commands(QObject):
 
     @Slot()
     def reload(self) -> None:
+        """F5: read again, the per-shape counts included (others may have written)."""
+        self.w.shape_counts.forget_all()
         self.w.reload()
 
     @Slot()

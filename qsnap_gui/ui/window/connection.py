@@ -94,6 +94,8 @@ class Connection(QObject):
         w.database = database
         self.owns_database = owned
         w.runner.secret = database.url
+        w.shape_counts.set_secret(database.url)
+        w.shape_counts.forget_all()
         w.controller = JobController(database, w, max_threads=w.preferences.pool_size or None)
         w.apply_preferences()
         w.job_feed.attach(w.controller)
@@ -139,6 +141,7 @@ class Connection(QObject):
         """The inspector and its toolbar search field belong to one database."""
         w = self.w
         w.inspector = InspectorWidget(database)
+        w.inspector.snapshotWritten.connect(w.shape_counts.forget_all)
         w.inspector.snapshotWritten.connect(w.reload_soon)
         w.inspector_dock.setWidget(w.inspector)
         w.search_field = w.inspector.search_field(w.toolbar)

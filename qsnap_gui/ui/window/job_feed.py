@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, QTimer, Slot
 
 from qsnap_gui.domain.jobs import JobState
-from qsnap_gui.ui.jobs import JobController
+from qsnap_gui.ui.jobs import JobController, JobInfo
 from qsnap_gui.ui.models import job_text
 
 if TYPE_CHECKING:
@@ -105,12 +105,26 @@ class JobFeed(QObject):
             w.update_header()
         w.update_actions()
 
+    def _reload_inspector(self, info: JobInfo) -> None:
+        """The inspector reads its me_file again when the job may have written its rows: a
+        band job that wrote to one of its bands, or a refresh or backfill."""
+        inspector = self.w.inspector
+        report = inspector.report if inspector is not None else None
+        if report is None:
+            return
+        if info.band_id is None or (
+            info.rows_written and any(m.band_id == info.band_id for m in report.memberships)
+        ):
+            inspector.refresh()
+
     @Slot(int)
     def _finished(self, job_id: int) -> None:
         self._dirty.add(job_id)
         self.flush()
         w = self.w
         info = w.controller.job(job_id)
+        w.shape_counts.job_ended(info)
+        self._reload_inspector(info)
         w.statusBar().showMessage(f"{info.label}: {job_text(info)}", 8000)
         if info.state is JobState.FAILED:
             w.banner.show_message(

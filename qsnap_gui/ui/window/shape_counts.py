@@ -1,0 +1,98 @@
+"""The band table's per-shape counts, which read every snapshot of a band.
+
+The table shows population and missing at once (from indexes); the per-shape counts are read on
+a thread of their own, so they never hold up the table or another read, once per band, and
+kept until qsnap changes the band: a job of it ends, a refresh of its target, a re-snapshot from
+the inspector. F5 (Reload) counts again by hand, for changes made by others.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import QObject, Signal, Slot
+from sqlalchemy.engine import URL
+
+from qsnap_gui.engine import views
+from qsnap_gui.engine.views import BandRow, ShapeCounts
+from qsnap_gui.ui.jobs import JobInfo
+from qsnap_gui.ui.tasks import TaskRunner
+
+if TYPE_CHECKING:
+    from qsnap_gui.ui.window.main_window import MainWindow
+
+
+class ShapeCountCache(QObject):
+    """Per-band shape counts: cached, read in the background, forgotten when qsnap changes them."""
+
+    counted = Signal(int)  # target id whose bands just got their counts  # noqa: N815
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.w = window
+        self.runner = TaskRunner(self, threads=1)
+        self._counts: dict[int, ShapeCounts] = {}
+        self._target_of: dict[int, int] = {}
+        self._generation: dict[int, int] = {}  # bumped when a band's counts go stale
+
+    def set_secret(self, secret: URL | None) -> None:
+        self.runner.secret = secret
+
+    def counting(self, target_id: int) -> bool:
+        return self.runner.busy(f"shapes-{target_id}")
+
+    def fill(self, target_id: int, bands: list[BandRow]) -> list[BandRow]:
+        """The bands with the counts known; the others are read in the background."""
+        for b in bands:
+            self._target_of[b.id] = target_id
+        wanted = [b.id for b in bands if b.id not in self._counts]
+        if wanted and self.w.database is not None:
+            started = {b: self._generation.get(b, 0) for b in wanted}
+            self.runner.run(
+                f"shapes-{target_id}",
+                partial(views.band_shape_counts, self.w.database, wanted),
+                partial(self._loaded, target_id, started),
+                self._failed,
+            )
+        return [
+            views.with_shapes(b, self._counts[b.id]) if b.id in self._counts else b for b in bands
+        ]
+
+    def forget(self, band_ids: list[int]) -> None:
+        for band_id in band_ids:
+            self._counts.pop(band_id, None)
+            self._generation[band_id] = self._generation.get(band_id, 0) + 1
+
+    @Slot(int)
+    def forget_target(self, target_id: int) -> None:
+        self.forget([b for b, t in self._target_of.items() if t == target_id])
+
+    @Slot()
+    def forget_all(self) -> None:
+        self.forget(list(self._target_of))
+
+    def job_ended(self, info: JobInfo) -> None:
+        """A band job that wrote rows has its band counted again; a refresh, its target's
+        bands; a backfill, every band."""
+        if info.band_id is not None:
+            if info.rows_written:
+                self.forget([info.band_id])
+        elif info.target_id is not None:
+            self.forget_target(info.target_id)
+        else:
+            self.forget_all()
+
+    def _loaded(self, target_id: int, started: dict[int, int], counts: dict[int, ShapeCounts]):
+        """Keep the counts of the bands nothing changed while they were read; show them."""
+        fresh = {b: c for b, c in counts.items() if self._generation.get(b, 0) == started[b]}
+        self._counts.update(fresh)
+        model = self.w.bands_model
+        if fresh and model.target_id == target_id:
+            model.set_shape_counts(fresh)
+        self.counted.emit(target_id)
+        if len(fresh) < len(counts) and model.target_id == target_id:
+            self.fill(target_id, model.bands())
+
+    def _failed(self, message: str) -> None:
+        self.w.statusBar().showMessage(f"Counting snapshot shapes failed: {message}", 10000)
