@@ -44,6 +44,8 @@ def setup_logging(name: str = "qsnap", level: int = logging.INFO) -> Path | None
         handler.close()
     logging.lastResort = None
     root.setLevel(level)
+    # off first: a second call would keep whatever showwarning replaced logging's meanwhile
+    logging.captureWarnings(False)
     logging.captureWarnings(True)
     path: Path | None = log_dir() / f"{name}.log"
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import logging
 import re
 import sys
 import time
@@ -283,10 +284,23 @@ def size_embedded_server(args: argparse.Namespace) -> None:
         use_bulk_sizing(reason)
 
 
+def show_server_notices() -> None:
+    """The embedded server's warnings (its sizing for a bench, a slow recovery) are for the
+    operator: on stderr as well as in the log file, once however often main() runs."""
+    server_log = logging.getLogger("qsnap_gui.store.embedded")
+    if not any(getattr(h, "qsnap_notices", False) for h in server_log.handlers):
+        notices = logging.StreamHandler(sys.stderr)
+        notices.setLevel(logging.WARNING)
+        notices.setFormatter(logging.Formatter("qsnap: %(message)s"))
+        notices.qsnap_notices = True
+        server_log.addHandler(notices)
+
+
 def main(argv: list[str] | None = None) -> int:
     from qsnap_gui.tools.demo import ensure_demo_database
 
     setup_logging("qsnap")
+    show_server_notices()
     parser = build_parser()
     args = parser.parse_args(argv)
     db: Database | None = None
