@@ -94,7 +94,7 @@ def parse_id(value: object, what: str) -> int:
     number = int(shown[:40])  # longer: out of range anyway (and int() refuses 4,300 digits)
     if number <= 0 or number > INT4_MAX or len(shown) > 40:
         raise UsageError(
-            f"{what} id must be a positive whole number up to {INT4_MAX} (ids are PostgreSQL "
+            f"{what} id must be a positive number up to {INT4_MAX} (ids are PostgreSQL "
             f"integers), got {shown[:40]}"
         )
     return number
