@@ -69,6 +69,15 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def job_subject(band_id: int | None, target_id: int | None) -> str:
+    """What a Qlarius job works on, as the job lists say it: a band, a target, or every target."""
+    if band_id is not None:
+        return f"band {band_id}"
+    if target_id is not None:
+        return f"target {target_id}"
+    return "every target"
+
+
 @dataclass(frozen=True)
 class ObanInfo:
     """Where oban_jobs lives and what qsnap may do with it; plain data for any thread."""
@@ -224,12 +233,8 @@ class ObanJob:
 
     @property
     def subject(self) -> str:
-        if self.band_id is not None:
-            return f"band {self.band_id}"
-        if self.target_id is not None:
-            return f"target {self.target_id}"
-        if self.worker == WORKER_BACKFILL:
-            return "every target"
+        if self.band_id is not None or self.target_id is not None or self.worker == WORKER_BACKFILL:
+            return job_subject(self.band_id, self.target_id)
         return json.dumps(self.args, sort_keys=True)
 
     @property

@@ -66,6 +66,7 @@ from qsnap_gui.domain.oban import (
     BandProgress,
     ObanInfo,
     ObanJob,
+    job_subject,
 )
 from qsnap_gui.store import locks
 from qsnap_gui.store.oban_jobs import (
@@ -128,11 +129,7 @@ class Enqueued:
 
     @property
     def subject(self) -> str:
-        if self.band_id is not None:
-            return f"band {self.band_id}"
-        if self.target_id is not None:
-            return f"target {self.target_id}"
-        return "every target"
+        return job_subject(self.band_id, self.target_id)
 
     @property
     def line(self) -> str:
