@@ -15,16 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event, text
 
-from qsnap_gui.engine import snapshots
+from qsnap_gui.engine import snapshot_sql
 from qsnap_gui.engine.flows import snapshot_bands
-from qsnap_gui.engine.snapshots import (
-    BandResult,
-    CancelFlag,
-    JobState,
-    Mode,
-    snapshot_band,
-    snapshot_select_sql,
-)
+from qsnap_gui.engine.snapshot_sql import snapshot_select_sql
+from qsnap_gui.engine.snapshots import BandResult, CancelFlag, JobState, Mode, snapshot_band
 from qsnap_gui.store import locks
 from qsnap_gui.store.db import open_database
 from tests.worlds import (
@@ -482,7 +476,7 @@ def test_relayed_writers_with_lookups_equal_reference_on_generated_worlds(
     load_world(scratch.engine, world)
     with scratch.engine.begin() as conn:
         conn.execute(text("analyze me_files"))
-    monkeypatch.setattr(snapshots, "LOOKUP_SHARE", 1e9)
+    monkeypatch.setattr(snapshot_sql, "LOOKUP_SHARE", 1e9)
     result = snapshot_band(scratch.engine, 50, mode=Mode.FORCE, batch_size=2, split_rows=1)
     assert result.state is JobState.SUCCEEDED
     with scratch.engine.connect() as conn:

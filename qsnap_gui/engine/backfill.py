@@ -11,13 +11,13 @@ Categories and the engine modes they use
   ``Mode.REPAIR``, whose guard also fills NULL rows, so *broken implies missing*:
   ``effective_categories`` adds it, and the wizard shows it checked.
 * **stale**: a snapshot that is neither NULL nor broken and differs, up to the order of tied
-  entries (``codec.same_sql``), from what ``snapshots.snapshot_select_sql`` builds from the
+  entries (``codec.same_sql``), from what ``snapshot_sql.snapshot_select_sql`` builds from the
   current tags. Fixed in ``Mode.FORCE``, which considers every row of the band but writes only
   those whose snapshot would change: *stale implies missing and broken*, and rows already
   current keep their value and ``updated_at``.
 * **offers/ad events left NULL** (always counted where the tables exist and may be read):
   offers and ad events whose snapshot is NULL while their population's is filled and not
-  broken. Every band job fills them (``snapshots.prepare_band`` and each batch), so a band with
+  broken. Every band job fills them (``snapshot_sql.prepare_band`` and each batch), so a band with
   nothing else to fix runs in ``Mode.MISSING`` for them.
 
 Rows outside the chosen scope keep their snapshot and ``updated_at``: with only missing chosen,
@@ -53,6 +53,7 @@ from sqlalchemy.exc import DBAPIError
 
 from qsnap_gui.domain.codec import BROKEN_SHAPES, broken_sql, good_sql, same_sql, shape_sql
 from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.engine.snapshot_sql import ProgressFn, snapshot_select_sql
 from qsnap_gui.engine.snapshots import (
     DEFAULT_BATCH_SIZE,
     MAX_ATTEMPTS,
@@ -60,9 +61,7 @@ from qsnap_gui.engine.snapshots import (
     CancelFlag,
     JobState,
     Mode,
-    ProgressFn,
     snapshot_band,
-    snapshot_select_sql,
 )
 from qsnap_gui.store.interrupt import interrupt_on
 from qsnap_gui.store.queries import band_order, carrier_tables, display_title

@@ -9,7 +9,7 @@ from typing import Protocol
 
 from sqlalchemy import Engine
 
-from qsnap_gui.engine.snapshots import WRITERS
+from qsnap_gui.engine.snapshot_sql import WRITERS
 
 # a relayed band job holds its own session and its writers' connections at once
 CONNECTIONS_PER_JOB = 1 + WRITERS

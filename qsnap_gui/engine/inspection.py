@@ -48,7 +48,7 @@ from qsnap_gui.domain.codec import (
     to_nested,
 )
 from qsnap_gui.domain.errors import UsageError
-from qsnap_gui.engine.snapshots import carry_sql, snapshot_select_sql
+from qsnap_gui.engine.snapshot_sql import carry_sql, snapshot_select_sql
 from qsnap_gui.store.queries import carrier_tables
 
 RAW_FALLBACK_CHARS = 64_000

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, Engine, Table, insert, text
 from sqlalchemy.schema import CreateIndex
 
 from qsnap_gui.engine.population import compute_membership, outermost_first
-from qsnap_gui.engine.snapshots import (
+from qsnap_gui.engine.snapshot_sql import (
     BAND_TRAITS_SQL,
     LOOKUP_SHARE,
     STAGING_WORK_MEM,
