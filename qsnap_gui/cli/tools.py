@@ -18,7 +18,10 @@ def cmd_demo(args: argparse.Namespace, db: Database) -> int:
     if args.me_files < 1:
         raise UsageError("--me-files must be at least 1")
     generate_demo(
-        db.engine, DemoSpec(me_files=args.me_files, seed=args.seed, edge_cases=True), reset=args.reset, progress=say
+        db.engine,
+        DemoSpec(me_files=args.me_files, seed=args.seed, edge_cases=True),
+        reset=args.reset,
+        progress=say,
     )
     return 0
 
