@@ -21,8 +21,9 @@ from dataclasses import asdict, dataclass, field
 from sqlalchemy import Engine, text
 
 from qsnap_gui.domain.codec import TagRow, TraitInfo, band_metadata, build_snapshot
+from qsnap_gui.engine.executors import CONNECTIONS_PER_JOB
 from qsnap_gui.engine.flows import snapshot_bands
-from qsnap_gui.store.db import make_engine
+from qsnap_gui.store.db import is_complete_demo, make_engine
 from qsnap_gui.store.dsn import normalize_url
 from qsnap_gui.store.schema import has_qlarius_tables
 from qsnap_gui.tools.demo import DemoSpec, generate_demo
@@ -167,7 +168,8 @@ def qsnap_bands(engine: Engine, band_ids: list[int]) -> int:
 
 def run_strategy(strategy: str, url: str, band_ids: list[int]) -> tuple[int, float]:
     """Rows written and seconds, timed after imports and the first connection."""
-    engine = make_engine(normalize_url(url), pool_size=len(band_ids))
+    # room for every band's job at once (a relayed band holds three connections)
+    engine = make_engine(normalize_url(url), pool_size=len(band_ids) * CONNECTIONS_PER_JOB)
     with engine.connect() as conn:
         conn.execute(text("select 1"))
     started = time.perf_counter()
@@ -238,8 +240,10 @@ def bench_database(scale: int, say) -> tuple[str, float | None]:
     engine = make_engine(normalize_url(url), pool_size=2)
     try:
         with engine.connect() as conn:
+            # a world whose generator was stopped half-way is made again, not timed
             ready = (
                 has_qlarius_tables(conn)
+                and is_complete_demo(conn)
                 and conn.execute(text("select count(*) from me_files")).scalar() == scale
             )
         seconds = None
