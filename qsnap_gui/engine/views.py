@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from qsnap_gui.domain.codec import Shape
 from qsnap_gui.domain.jobs import CancelFlag
-from qsnap_gui.engine import backfill, inspection, targets
+from qsnap_gui.engine import backfill, inspection, offers_view, targets
 from qsnap_gui.engine.backfill import Category, ScanProgressFn, ScanResult, TargetChoice
 from qsnap_gui.engine.inspection import InspectReport, PopulationPage, SearchPage
 from qsnap_gui.engine.targets import TargetRow
@@ -96,3 +96,15 @@ def scan_backfill(
 ) -> ScanResult:
     with _engine(source).connect() as conn:
         return backfill.scan(conn, target_ids, include, cancel=cancel, progress=progress)
+
+
+def offers_section(
+    source: Database | Engine,
+    me_file_id: int,
+    *,
+    kinds: Iterable[str] = offers_view.KINDS,
+    offset: int = 0,
+) -> offers_view.OffersSection | None:
+    """A me_file's newest offers and ad events (None where this database has none to read)."""
+    with _engine(source).connect() as conn:
+        return offers_view.offers_section(conn, me_file_id, kinds=kinds, offset=offset)

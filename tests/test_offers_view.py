@@ -1,0 +1,267 @@
+"""Offers and ad events in the inspector's core and ``qsnap inspect --offers``: every snapshot
+shape decodes, each comparison line is exact, the 200 bound and paging, and no section where
+the tables are absent or the role may not read them."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from sqlalchemy import text
+
+from qsnap_gui.domain.codec import Shape
+from qsnap_gui.engine import views
+from qsnap_gui.engine.offers_view import (
+    AD_EVENTS,
+    OFFERS,
+    PAGE,
+    Verdict,
+    carrier_json_text,
+    offers_section,
+)
+from qsnap_gui.store.db import open_database
+from tests.worlds import World, load_world, table_digests
+
+OWN_RENT = [
+    [10, "Home Own/Rent", 1, [[12, "Rent", 2]]],
+    [20, "Home Zip Code", 1, [[21, "02140", 2140]]],
+]
+POP_202 = {"tags": OWN_RENT}
+OWN_OWN = {"tags": [OWN_RENT[1], [10, "Home Own/Rent", 1, [[11, "Own", 1]]]]}
+LEGACY = {
+    "snapshot_at": "2024-06-01T12:00:00Z",
+    "tags": [
+        {"trait_id": 12, "trait_name": "Rent", "parent_trait_id": 10},
+        {"trait_id": 21, "trait_name": "02140", "parent_trait_id": 20},
+    ],
+}
+BLANK_ZIP = {"tags": [OWN_RENT[0], [20, "Home Zip Code", 1, [[21, None, 2140]]]]}
+PETS = {"tags": [[30, "Pets", 2, [[31, "Dog", 1]]]]}
+
+
+def j(value) -> str:
+    return json.dumps(value)
+
+
+# (band, stored snapshot as JSON text or None, verdict, line): offers of me_file 1, ids from 1
+OFFER_CASES = [
+    (202, j({"tags": OWN_RENT[::-1]}), Verdict.SAME, "made from the same tags"),
+    (202, j(OWN_OWN), Verdict.CHANGED, "tags changed since: +Rent, -Own"),
+    (202, j(OWN_RENT), Verdict.SAME, "made from the same tags"),
+    (202, None, Verdict.SNAPSHOT_MISSING, "offer snapshot missing (NULL)"),
+    (
+        202,
+        "{}",
+        Verdict.SNAPSHOT_BROKEN,
+        "offer snapshot broken: empty object {} (says nothing)",
+    ),
+    (
+        202,
+        "null",
+        Verdict.SNAPSHOT_BROKEN,
+        "offer snapshot broken: invalid: a JSON null (not SQL NULL): looks filled but says nothing",
+    ),
+    (
+        202,
+        '{"tags": "x"}',
+        Verdict.SNAPSHOT_BROKEN,
+        "offer snapshot broken: invalid: tags: must be an array of parent entries, "
+        'got a string ("x")',
+    ),
+    (202, j(LEGACY), Verdict.SAME_TAGS, "same traits (the legacy flat form holds no values)"),
+    (202, j(BLANK_ZIP), Verdict.CHANGED, "tags changed since: +02140, -02140 (no value)"),
+    (999, j(POP_202), Verdict.POPULATION_GONE, "population no longer exists"),
+    (301, j(PETS), Verdict.POPULATION_SNAPSHOT_MISSING, "population snapshot missing (NULL)"),
+    (201, j(POP_202), Verdict.POPULATION_GONE, "population no longer exists"),
+    (
+        203,
+        j(POP_202),
+        Verdict.POPULATION_SNAPSHOT_BROKEN,
+        "population snapshot broken: empty object {} (says nothing)",
+    ),
+]
+# ad events of me_file 1: (band, snapshot, verdict, line)
+EVENT_CASES = [
+    (202, j(POP_202), Verdict.SAME, "made from the same tags"),
+    (
+        None,
+        j(POP_202),
+        Verdict.NO_BAND,
+        "the ad event names no band: no population to compare with",
+    ),
+    (202, None, Verdict.SNAPSHOT_MISSING, "ad event snapshot missing (NULL)"),
+    (202, j({"tags": [OWN_RENT[1]]}), Verdict.CHANGED, "tags changed since: +Rent"),
+]
+POPULATION_SNAPSHOTS = {(202, 1): j(POP_202), (203, 1): "{}", (201, 2): j(POP_202)}
+
+
+def world() -> World:
+    return World(
+        traits=[
+            (10, "Home Own/Rent", 1, None),
+            (11, "Own", 1, 10),
+            (12, "Rent", 2, 10),
+            (20, "Home Zip Code", 1, None),
+            (21, "02140", 2140, 20),
+            (30, "Pets", 2, None),
+            (31, "Dog", 1, 30),
+        ],
+        me_files=[1, 2, 3],
+        tags=[(1, 12, "Rent"), (1, 21, "02140"), (1, 31, "Dog"), (2, 11, "Own")],
+        groups={100: [11, 12], 200: [21], 300: [31]},
+        bands=[
+            (201, 1, False, [100]),
+            (202, 1, True, [100, 200]),
+            (203, 3, True, []),
+            (301, 2, True, [300]),
+        ],
+        populations=[(202, 1), (203, 1), (301, 1), (201, 2)],
+        offers=[(1, band, snap) for band, snap, _v, _l in OFFER_CASES] + [(2, 201, j(POP_202))],
+        ad_events=[(1, band, snap) for band, snap, _v, _l in EVENT_CASES],
+    )
+
+
+def load(engine, w: World) -> None:
+    load_world(engine, w)
+    with engine.begin() as conn:
+        for (band, me_file), snap in POPULATION_SNAPSHOTS.items():
+            conn.execute(
+                text(
+                    "update target_populations set matching_tags_snapshot = cast(:s as jsonb) "
+                    "where target_band_id = :b and me_file_id = :m"
+                ),
+                {"s": snap, "b": band, "m": me_file},
+            )
+
+
+@pytest.fixture(scope="module")
+def world_url(create_db) -> str:
+    url = create_db("offers_world")
+    database = open_database(url, check_schema=False)
+    try:
+        load(database.engine, world())
+    finally:
+        database.dispose()
+    return url
+
+
+@pytest.fixture(scope="module")
+def wdb(world_url):
+    database = open_database(world_url)
+    yield database
+    database.dispose()
+
+
+def section(database, me_file_id=1, **options):
+    with database.engine.connect() as conn:
+        return offers_section(conn, me_file_id, **options)
+
+
+def test_every_shape_and_comparison_line_exact(wdb):
+    s = section(wdb)
+    offers = s.offers
+    assert offers.total == len(OFFER_CASES) and not offers.has_more
+    # newest first: the same created_at, so by id descending
+    assert [r.id for r in offers.rows] == list(range(len(OFFER_CASES), 0, -1))
+    for r in offers.rows:
+        band, snap, verdict, line = OFFER_CASES[r.id - 1]
+        assert (r.band_id, r.comparison.verdict, r.comparison.line) == (band, verdict, line)
+        assert r.campaign_id == 1
+        assert carrier_json_text(r)  # every shape has a text to show
+    events = s.ad_events
+    assert [r.id for r in events.rows] == [4, 3, 2, 1]
+    for r in events.rows:
+        band, snap, verdict, line = EVENT_CASES[r.id - 1]
+        assert (r.band_id, r.comparison.verdict, r.comparison.line) == (band, verdict, line)
+    assert events.rows[-1].offer_id == 1  # the offer of the same (me_file, band)
+
+
+def test_shapes_labels_and_diff_entries(wdb):
+    rows = {r.id: r for r in section(wdb).offers.rows}
+    assert [rows[i].shape for i in range(1, 10)] == [
+        Shape.ENVELOPE,
+        Shape.ENVELOPE,
+        Shape.BARE_ARRAY,
+        Shape.MISSING,
+        Shape.EMPTY_OBJECT,
+        Shape.INVALID,
+        Shape.INVALID,
+        Shape.LEGACY_FLAT,
+        Shape.NULL_VALUES,
+    ]
+    assert rows[1].band_label == "Bullseye" and rows[1].target_title == "target 1"
+    assert rows[10].band_label == "(deleted band)" and rows[10].target_id is None
+    assert rows[12].band_label == "Ring 1"
+    changed = rows[2].comparison
+    assert [tuple(t) for t in changed.added] == [(10, 12, "Rent", "Rent")]
+    assert [tuple(t) for t in changed.removed] == [(10, 11, "Own", "Own")]
+    assert changed.population_shape == "envelope" and changed.population_id is not None
+    assert rows[3].tags == OWN_RENT
+    assert rows[4].tags is None and carrier_json_text(rows[4]) == "null"
+    assert carrier_json_text(rows[6]) == "null"  # JSON null: stored, not SQL NULL
+    assert rows[6].decoded.error and rows[6].raw_text == "null"
+    assert [tuple(t) for t in rows[9].comparison.removed] == [(20, 21, None, "02140 (no value)")]
+    assert rows[10].comparison.population_id is None
+
+
+def test_the_bound_and_paging(create_db):
+    url = create_db("offers_many")
+    database = open_database(url, check_schema=False)
+    try:
+        w = world()
+        w.offers = [(3, 202, j(POP_202))] * (PAGE + 5)
+        w.ad_events = []
+        load(database.engine, w)
+        first = section(database, 3)
+        assert (first.offers.total, len(first.offers.rows), first.offers.has_more) == (
+            205,
+            200,
+            True,
+        )
+        assert first.offers.rows[0].id == 205 and first.offers.rows[-1].id == 6
+        assert first.ad_events.total == 0 and first.ad_events.rows == ()
+        rest = section(database, 3, offset=first.offers.next_offset, kinds=[OFFERS])
+        assert [r.id for r in rest.offers.rows] == [5, 4, 3, 2, 1]
+        assert not rest.offers.has_more and rest.ad_events is None
+        assert len(section(database, 3, limit=10_000).offers.rows) == PAGE
+        only = views.offers_section(database, 3, kinds=[AD_EVENTS])
+        assert only.offers is None and only.ad_events.total == 0
+        for r in first.offers.rows:
+            assert r.comparison.line == "population no longer exists"  # me_file 3 is in no band
+    finally:
+        database.dispose()
+
+
+def test_no_section_without_the_tables_or_the_privilege(create_db, pg_admin_url):
+    url = create_db("offers_absent")
+    database = open_database(url, check_schema=False)
+    role = f"qsnap_offers_{os.getpid()}"
+    try:
+        load(database.engine, world())
+        before = table_digests(database.engine)
+        with database.engine.begin() as conn:
+            conn.execute(text(f"create role {role}"))
+            conn.execute(text(f"grant select on all tables in schema public to {role}"))
+            conn.execute(text(f"revoke select on offers from {role}"))
+            conn.execute(text(f"grant select (id, me_file_id) on offers to {role}"))
+            conn.execute(text(f"set local role {role}"))
+            s = offers_section(conn, 1)
+            assert s.offers is None and s.ad_events.total == len(EVENT_CASES)
+        with database.engine.begin() as conn:
+            conn.execute(text(f"revoke select on ad_events from {role}"))
+            conn.execute(text(f"set local role {role}"))
+            assert offers_section(conn, 1) is None
+        assert table_digests(database.engine) == before  # read-only
+        with database.engine.begin() as conn:
+            conn.execute(text("drop table ad_events"))
+        assert section(database).ad_events is None and section(database).offers.total
+        with database.engine.begin() as conn:
+            conn.execute(text("drop table offers"))
+        assert section(database) is None
+        assert views.offers_section(database, 1) is None
+    finally:
+        with database.engine.begin() as conn:
+            conn.execute(text(f"drop owned by {role}"))
+            conn.execute(text(f"drop role {role}"))
+        database.dispose()
