@@ -152,8 +152,28 @@ def _levels_sql(masks: list[int]) -> str:
     return LEVELS_SQL.format(level=f"case {cases} else {len(masks)} end")
 
 
-def compute_membership(conn: Connection, band_ids_outermost_first: list[int]) -> None:
-    """Fill the temporary table qsnap_membership(me_file_id, band_id) for the target.
+@dataclass(frozen=True)
+class MembershipSql:
+    """The membership as SQL: ``steps`` (name, SELECT) each reading the steps before it by
+    name, then ``final`` yielding (me_file_id, band_id); ``params`` bind them all.
+
+    The refresh makes each step an analysed temp table; a read-only preview runs the same
+    statements as materialised CTEs of those names (a read-only transaction cannot create
+    tables), so both compute one membership.
+    """
+
+    steps: tuple[tuple[str, str], ...]
+    final: str
+    params: dict
+
+    def as_ctes(self, name: str = "qsnap_membership") -> str:
+        """``name as materialized (...)`` preceded by its steps, for a WITH clause."""
+        parts = [*self.steps, (name, self.final)]
+        return ",\n".join(f"{n} as materialized ({sql})" for n, sql in parts)
+
+
+def membership_sql(conn: Connection, band_ids_outermost_first: list[int]) -> MembershipSql:
+    """The target's membership as SQL (reads only the bands' groups to build it).
 
     Each group a me_file has a tag in sets one bit of its mask, read in one pass over the
     groups' tags through the trait_id index; a band takes the me_files whose masks cover its
@@ -161,49 +181,57 @@ def compute_membership(conn: Connection, band_ids_outermost_first: list[int]) ->
     sorted five million rows (that query remains for targets of more than 62 groups).
     """
     band_ids = band_ids_outermost_first
+    if not band_ids:
+        return MembershipSql(
+            (),
+            "select cast(null as bigint) as me_file_id, cast(null as bigint) as band_id "
+            "where false",
+            {},
+        )
+    bits, masks = _band_masks(conn, band_ids)
+    if len(bits) <= MASK_BITS:
+        traits = (
+            "select gt.trait_id, bit_or(cast(1 as bigint) << g.bit) as bits "
+            "from trait_group_traits gt "
+            "join unnest(cast(:groups as bigint[]), cast(:bits as int[])) as g(id, bit) "
+            "on g.id = gt.trait_group_id group by gt.trait_id"
+        )
+        every_tagged = masks[0] == 0
+        steps = (
+            ("qsnap_member_traits", traits),
+            ("qsnap_member_masks", EVERY_TAGGED_SQL if every_tagged else MASKS_SQL),
+        )
+        params = {
+            "groups": list(bits),
+            "bits": list(bits.values()),
+            "band_ids": band_ids,
+            "masks": masks,
+        }
+        return MembershipSql(steps, _levels_sql(masks), params)
+    traits = (
+        "select distinct gt.trait_group_id, gt.trait_id from trait_group_traits gt "
+        "where gt.trait_group_id = any(cast(:groups as bigint[]))"
+    )
+    return MembershipSql(
+        (("qsnap_member_traits", traits),),
+        MEMBERSHIP_SQL,
+        {"groups": list(bits), "band_ids": band_ids},
+    )
+
+
+def compute_membership(conn: Connection, band_ids_outermost_first: list[int]) -> None:
+    """Fill the temporary table qsnap_membership(me_file_id, band_id) for the target."""
     conn.execute(
         text("drop table if exists qsnap_membership, qsnap_member_traits, qsnap_member_masks")
     )
-    if not band_ids:
-        conn.execute(text("create temp table qsnap_membership (me_file_id bigint, band_id bigint)"))
-        return
     conn.execute(text("set local work_mem = '256MB'"))
-    bits, masks = _band_masks(conn, band_ids)
+    member = membership_sql(conn, band_ids_outermost_first)
     # the groups' traits, and then the masks, in tables of their own, analysed: estimated
     # inline, the joins came out 70 times too big and the planner chose nested loops
-    if len(bits) <= MASK_BITS:
-        conn.execute(
-            text(
-                "create temp table qsnap_member_traits as "
-                "select gt.trait_id, bit_or(cast(1 as bigint) << g.bit) as bits "
-                "from trait_group_traits gt "
-                "join unnest(cast(:groups as bigint[]), cast(:bits as int[])) as g(id, bit) "
-                "on g.id = gt.trait_group_id group by gt.trait_id"
-            ),
-            {"groups": list(bits), "bits": list(bits.values())},
-        )
-        conn.execute(text("analyze qsnap_member_traits"))
-        every_tagged = masks[0] == 0
-        conn.execute(
-            text(
-                "create temp table qsnap_member_masks as "
-                f"{EVERY_TAGGED_SQL if every_tagged else MASKS_SQL}"
-            )
-        )
-        conn.execute(text("analyze qsnap_member_masks"))
-        sql, params = _levels_sql(masks), {"band_ids": band_ids, "masks": masks}
-    else:
-        conn.execute(
-            text(
-                "create temp table qsnap_member_traits as "
-                "select distinct gt.trait_group_id, gt.trait_id from trait_group_traits gt "
-                "where gt.trait_group_id = any(cast(:groups as bigint[]))"
-            ),
-            {"groups": list(bits)},
-        )
-        conn.execute(text("analyze qsnap_member_traits"))
-        sql, params = MEMBERSHIP_SQL, {"band_ids": band_ids}
-    conn.execute(text(f"create temp table qsnap_membership as {sql}"), params)
+    for name, sql in member.steps:
+        conn.execute(text(f"create temp table {name} as {sql}"), member.params)
+        conn.execute(text(f"analyze {name}"))
+    conn.execute(text(f"create temp table qsnap_membership as {member.final}"), member.params)
     conn.execute(text("analyze qsnap_membership"))
 
 
