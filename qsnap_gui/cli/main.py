@@ -142,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="finish a stuck target: snapshot stage and status only",
     )
+    p.add_argument(
+        "--preview",
+        action="store_true",
+        help="show what a refresh would change (kept, added, removed, moved, stale, offers "
+        "left) and write nothing",
+    )
+    p.add_argument("--json", action="store_true", help="with --preview: machine-readable output")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N")
     engine_options(p, wait=True)
     p.set_defaults(handler=cmd_populate)
@@ -155,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("me_file_id", metavar="ME_FILE_ID")
     p.add_argument("--band", metavar="ID", help="only this band")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument(
+        "--offers",
+        action="store_true",
+        help="also its newest 200 offers and ad events, each compared with its population",
+    )
+    p.add_argument(
+        "--offset", metavar="N", default="0", help="with --offers: skip the newest N of each"
+    )
     p.set_defaults(handler=cmd_inspect)
 
     p = sub.add_parser(
@@ -231,9 +246,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "bench",
-        help="benchmark the snapshot engine on scratch databases of the embedded server",
-        description="Never touches --dsn: it creates qsnap_bench_N databases in the embedded "
-        "server and times the original worker's port, qsnap and the write floor.",
+        help="benchmark qsnap on scratch databases of the embedded server, a server you "
+        "name (--dsn) or a default-settings one (--stock-server)",
+        description="Times the original worker's port, qsnap and the write floor on the same "
+        "rows, a stale repair against a force re-snapshot, populate and the views; with "
+        "--many-targets, backfill and targets on thousands of small targets. It writes only "
+        "in qsnap_bench_* databases it creates (and drops unless --keep) on its server: the "
+        "embedded one by default, sized for bulk work. --dsn URL benches on that URL's "
+        "server instead: URL names a database there without Qlarius tables (refused "
+        "otherwise) and its role needs CREATEDB; QSNAP_DATABASE_URL and DATABASE_URL are "
+        "never used.",
+    )
+    p.add_argument(
+        "--stock-server",
+        action="store_true",
+        help="bench on a throwaway PostgreSQL with its default settings (shared_buffers "
+        "128MB, work_mem 4MB, wal_level replica), started in a temporary folder and deleted",
     )
     p.add_argument(
         "--scale",
@@ -241,7 +269,29 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[10_000, 100_000],
         metavar="N",
-        help="me_files (= populations) per scale (default 10000 100000)",
+        help="me_files per scale (default 10000 100000); target 1's three bands hold them all",
+    )
+    p.add_argument(
+        "--tags-per-me-file",
+        type=int,
+        default=40,
+        metavar="N",
+        help="mean tags per me_file of the world (default 40; 60 is a long-time user's)",
+    )
+    p.add_argument(
+        "--bands",
+        choices=["skewed", "equal"],
+        default="skewed",
+        help="skewed (default): one band holds ~90%% of the rows; equal: three bands of a "
+        "third each",
+    )
+    p.add_argument(
+        "--many-targets",
+        type=int,
+        metavar="N",
+        help="instead: N targets x 3 bands x 10 populations (3 NULL, 4 broken, 3 good per "
+        "band); times backfill --dry-run, backfill --yes and targets, each in its own "
+        "process, and checks every row against a reference",
     )
     p.add_argument("--repeat", type=int, default=1, metavar="R", help="runs per strategy (median)")
     p.add_argument(
