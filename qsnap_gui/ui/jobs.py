@@ -51,6 +51,7 @@ class JobController(QObject):
     jobFinished = Signal(int)
     logLine = Signal(str)
     targetChanged = Signal(int)
+    membershipApplied = Signal(int)  # a refresh of this target has applied its diff
 
     _event = Signal(str, object)
     _log = Signal(str)
@@ -169,6 +170,7 @@ class JobController(QObject):
             if info.target_id is not None:
                 self.targetChanged.emit(info.target_id)
         elif name == "membership":
+            self.membershipApplied.emit(info.target_id)
             self.targetChanged.emit(info.target_id)
 
     @Slot(str)

@@ -44,6 +44,7 @@ class JobFeed(QObject):
         controller.jobChanged.connect(self._changed)
         controller.jobFinished.connect(self._finished)
         controller.logLine.connect(self._log_line)
+        controller.membershipApplied.connect(self.w.shape_counts.membership_applied)
         controller.targetChanged.connect(self.w.target_changed)
 
     def detach(self, controller: JobController) -> None:
@@ -52,6 +53,7 @@ class JobFeed(QObject):
             controller.jobChanged,
             controller.jobFinished,
             controller.logLine,
+            controller.membershipApplied,
             controller.targetChanged,
         ):
             signal.disconnect()

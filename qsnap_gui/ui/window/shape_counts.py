@@ -2,8 +2,10 @@
 
 The table shows population and missing at once (from indexes); the per-shape counts are read on
 a thread of their own, so they never hold up the table or another read, once per band, and
-kept until qsnap changes the band: a job of it ends, a refresh of its target, a re-snapshot from
-the inspector. F5 (Reload) counts again by hand, for changes made by others.
+kept until qsnap changes the band: a job of it ends, a refresh of its target applies its
+membership or ends, a re-snapshot from the inspector. F5 (Reload) counts again by hand, for
+changes made by others. A band already being counted is not asked for again: a count of a
+million rows takes seconds, and a second request would only queue behind the first.
 """
 
 from __future__ import annotations
@@ -35,25 +37,37 @@ class ShapeCountCache(QObject):
         self._counts: dict[int, ShapeCounts] = {}
         self._target_of: dict[int, int] = {}
         self._generation: dict[int, int] = {}  # bumped when a band's counts go stale
+        self._reading: dict[int, int] = {}  # band -> generation of the count in flight
+        self._requests = 0
 
     def set_secret(self, secret: URL | None) -> None:
         self.runner.secret = secret
 
+    def known(self, band_id: int) -> bool:
+        """Whether the band's counts are cached (and shown without reading them again)."""
+        return band_id in self._counts
+
     def counting(self, target_id: int) -> bool:
-        return self.runner.busy(f"shapes-{target_id}")
+        return any(self._target_of.get(b) == target_id for b in self._reading)
 
     def fill(self, target_id: int, bands: list[BandRow]) -> list[BandRow]:
         """The bands with the counts known; the others are read in the background."""
         for b in bands:
             self._target_of[b.id] = target_id
-        wanted = [b.id for b in bands if b.id not in self._counts]
+        wanted = [
+            b.id
+            for b in bands
+            if b.id not in self._counts and self._reading.get(b.id) != self._generation.get(b.id, 0)
+        ]
         if wanted and self.w.database is not None:
             started = {b: self._generation.get(b, 0) for b in wanted}
+            self._reading.update(started)
+            self._requests += 1  # a key per request: a newer one must not void an older one
             self.runner.run(
-                f"shapes-{target_id}",
+                f"shapes-{target_id}-{self._requests}",
                 partial(views.band_shape_counts, self.w.database, wanted),
                 partial(self._loaded, target_id, started),
-                self._failed,
+                partial(self._failed, started),
             )
         return [
             views.with_shapes(b, self._counts[b.id]) if b.id in self._counts else b for b in bands
@@ -72,6 +86,12 @@ class ShapeCountCache(QObject):
     def forget_all(self) -> None:
         self.forget(list(self._target_of))
 
+    @Slot(int)
+    def membership_applied(self, target_id: int) -> None:
+        """A refresh changed the target's rows: its bands' counts are wrong from now on, not
+        only once the refresh ends."""
+        self.forget_target(target_id)
+
     def job_ended(self, info: JobInfo) -> None:
         """A band job that wrote rows has its band counted again; a refresh, its target's
         bands; a backfill, every band."""
@@ -83,8 +103,14 @@ class ShapeCountCache(QObject):
         else:
             self.forget_all()
 
+    def _settle(self, started: dict[int, int]) -> None:
+        for band_id, generation in started.items():
+            if self._reading.get(band_id) == generation:
+                del self._reading[band_id]
+
     def _loaded(self, target_id: int, started: dict[int, int], counts: dict[int, ShapeCounts]):
         """Keep the counts of the bands nothing changed while they were read; show them."""
+        self._settle(started)
         fresh = {b: c for b, c in counts.items() if self._generation.get(b, 0) == started[b]}
         self._counts.update(fresh)
         model = self.w.bands_model
@@ -94,5 +120,6 @@ class ShapeCountCache(QObject):
         if len(fresh) < len(counts) and model.target_id == target_id:
             self.fill(target_id, model.bands())
 
-    def _failed(self, message: str) -> None:
+    def _failed(self, started: dict[int, int], message: str) -> None:
+        self._settle(started)
         self.w.statusBar().showMessage(f"Counting snapshot shapes failed: {message}", 10000)
