@@ -10,6 +10,7 @@ import os
 import pytest
 from sqlalchemy import text
 
+from qsnap_gui import cli
 from qsnap_gui.domain.codec import Shape
 from qsnap_gui.engine import views
 from qsnap_gui.engine.offers_view import (
@@ -265,3 +266,83 @@ def test_no_section_without_the_tables_or_the_privilege(create_db, pg_admin_url)
             conn.execute(text(f"drop owned by {role}"))
             conn.execute(text(f"drop role {role}"))
         database.dispose()
+
+
+def test_cli_inspect_offers_json(world_url, capsys):
+    assert cli.main(["--dsn", world_url, "inspect", "1", "--offers", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["me_file_id"] == 1 and len(out["memberships"]) == 3
+    offers, events = out["offers"], out["ad_events"]
+    assert (offers["total"], offers["offset"], offers["has_more"]) == (len(OFFER_CASES), 0, False)
+    assert offers["rows"][-1] == {
+        "id": 1,
+        "campaign_id": 1,
+        "target_id": 1,
+        "target_title": "target 1",
+        "band_id": 202,
+        "band_label": "Bullseye",
+        "created_at": "2025-01-01T12:00:00",
+        "shape": "envelope",
+        "error": None,
+        "tags": OWN_RENT[::-1],
+        "comparison": {
+            "verdict": "same",
+            "line": "made from the same tags",
+            "population_id": 1,
+            "population_shape": "envelope",
+            "added": [],
+            "removed": [],
+        },
+    }
+    changed = next(r for r in offers["rows"] if r["id"] == 2)["comparison"]
+    assert (changed["added"], changed["removed"]) == (
+        [[10, 12, "Rent", "Rent"]],
+        [[10, 11, "Own", "Own"]],
+    )
+    assert [r["comparison"]["verdict"] for r in offers["rows"]] == [
+        str(c[2]) for c in reversed(OFFER_CASES)
+    ]
+    assert [(r["id"], r["offer_id"], r["band_id"]) for r in events["rows"]] == [
+        (4, 1, 202),
+        (3, 1, 202),
+        (2, None, None),
+        (1, 1, 202),
+    ]
+    assert cli.main(["--dsn", world_url, "inspect", "1", "--json"]) == 0
+    assert "offers" not in json.loads(capsys.readouterr().out)
+
+
+def test_cli_inspect_offers_text_band_and_offset(world_url, capsys):
+    assert cli.main(["--dsn", world_url, "inspect", "1", "--offers", "--band", "202"]) == 0
+    out = capsys.readouterr().out
+    assert "offers: 9 (1-9 shown, newest first)" in out
+    assert "ad events: 3 (1-3 shown, newest first)" in out
+    assert "offer 2 · envelope · tags changed since: +Rent, -Own" in out
+    assert "offer 5 · empty_object · offer snapshot broken: empty object {} (says nothing)" in out
+    assert "ad event 3 · missing · ad event snapshot missing (NULL)" in out
+    assert "! (no value)  [trait 21, order 2140]" in out  # the blank zip of offer 9
+    args = ["--dsn", world_url, "inspect", "1", "--offers", "--offset", "12"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "offers: 13 (13-13 shown, newest first)" in out and "ad events: 4 (none shown" in out
+    assert cli.main([*args[:-1], "x"]) == 2
+    err = capsys.readouterr().err
+    assert "--offset must be a whole number of rows (0 or more), got 'x'" in err
+    assert "Traceback" not in err
+
+
+def test_cli_without_the_tables(create_db, capsys):
+    url = create_db("offers_cli_absent")
+    database = open_database(url, check_schema=False)
+    try:
+        load(database.engine, world())
+        with database.engine.begin() as conn:
+            conn.execute(text("drop table offers, ad_events"))
+    finally:
+        database.dispose()
+    assert cli.main(["--dsn", url, "inspect", "1", "--offers", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["offers"] is None and out["ad_events"] is None
+    assert cli.main(["--dsn", url, "inspect", "1", "--offers"]) == 0
+    out = capsys.readouterr().out
+    assert "offers and ad events: none in this database (or this role may not read them)" in out
