@@ -42,7 +42,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -64,7 +64,7 @@ from qsnap_gui.engine.snapshots import (
     snapshot_band,
 )
 from qsnap_gui.store.interrupt import interrupt_on
-from qsnap_gui.store.queries import band_order, carrier_tables, display_title
+from qsnap_gui.store.queries import carrier_tables, display_title
 
 
 class Category(StrEnum):
@@ -81,6 +81,8 @@ SAMPLE_ROWS = 5000
 WRITE_COST_FACTOR = 1.5
 BAND_OVERHEAD_SECONDS = 0.05
 STALE_CHUNK_ROWS = 10_000
+# rows per statement of the shape check, whatever the number of bands they belong to
+BROKEN_CHUNK_ROWS = 50_000
 # Progress work units per row checked: the deep (stale) check builds a snapshot per row and
 # costs several times the shape check on the demo database.
 BROKEN_WORK = 1
@@ -231,10 +233,29 @@ def list_target_choices(conn: Connection) -> list[TargetChoice]:
     return [TargetChoice(int(i), display_title(i, t), s or "not_populated") for i, t, s in rows]
 
 
+# Labels as queries.band_order gives them (most distinct existing groups first, then lower id;
+# "Ring N" is the index in that order), for many targets in one statement.
+LABELS_SQL = """
+    with b as (
+        select b.id, b.target_id, b.title, b.is_bullseye = '1' as bullseye,
+               count(distinct g.id) as ngroups
+        from target_bands b
+        left join target_band_trait_groups bg on bg.target_band_id = b.id
+        left join trait_groups g on g.id = bg.trait_group_id
+        where b.target_id = any(:targets)
+        group by b.id, b.target_id, b.title, b.is_bullseye
+    )
+    select target_id, id, title, bullseye,
+           row_number() over (partition by target_id order by ngroups desc, id) - 1 as n
+    from b order by target_id, n
+"""
+
+
 def resolve_bands(conn: Connection, target_ids: Iterable[int] | None = None) -> list[BandRef]:
     """Bands of the chosen targets (all targets when None), labelled; unknown ids: UsageError.
 
     Bands whose target row is gone (an orphan band) belong to no target and are not scanned.
+    Two statements whatever the number of targets.
     """
     if target_ids is None:
         targets = conn.execute(text("select id, title from targets order by id")).all()
@@ -249,25 +270,46 @@ def resolve_bands(conn: Connection, target_ids: Iterable[int] | None = None) -> 
             noun = "target" if len(unknown) == 1 else "targets"
             verb = "does" if len(unknown) == 1 else "do"
             raise UsageError(f"{noun} {', '.join(map(str, unknown))} {verb} not exist")
-    bands: list[BandRef] = []
-    for target_id, title in targets:
-        bands.extend(
-            BandRef(target_id, display_title(target_id, title), b.id, b.label, b.title)
-            for b in band_order(conn, target_id)
+    titles = {target_id: display_title(target_id, title) for target_id, title in targets}
+    if not titles:
+        return []
+    rows = conn.execute(text(LABELS_SQL), {"targets": list(titles)}).all()
+    return [
+        BandRef(
+            target_id,
+            titles[target_id],
+            band_id,
+            "Bullseye" if bullseye else f"Ring {index}",
+            title,
         )
-    return bands
+        for target_id, band_id, title, bullseye, index in rows
+    ]
+
+
+def band_refs(conn: Connection, band_ids: Iterable[int]) -> list[BandRef]:
+    """The labelled bands of these ids, in the order given; a band without a target (or
+    whose target is gone) does not exist for a scan: UsageError."""
+    wanted = list(dict.fromkeys(int(b) for b in band_ids))
+    if not wanted:
+        return []
+    target_ids = conn.execute(
+        text(
+            "select distinct b.target_id from target_bands b join targets t on t.id = b.target_id "
+            "where b.id = any(:ids)"
+        ),
+        {"ids": wanted},
+    ).scalars()
+    found = {ref.band_id: ref for ref in resolve_bands(conn, list(target_ids))}
+    unknown = [b for b in wanted if b not in found]
+    if unknown:
+        noun = "band" if len(unknown) == 1 else "bands"
+        verb = "does" if len(unknown) == 1 else "do"
+        raise UsageError(f"{noun} {', '.join(map(str, unknown[:10]))} {verb} not exist")
+    return [found[b] for b in wanted]
 
 
 def band_ref(conn: Connection, band_id: int) -> BandRef:
-    target_id = conn.execute(
-        text("select target_id from target_bands where id = :b"), {"b": band_id}
-    ).scalar()
-    if target_id is None:
-        raise UsageError(f"band {band_id} does not exist")
-    for ref in resolve_bands(conn, [target_id]):
-        if ref.band_id == band_id:
-            return ref
-    raise UsageError(f"band {band_id} does not exist")  # pragma: no cover - raced a delete
+    return band_refs(conn, [band_id])[0]
 
 
 OFFERS_LEFT_NULL = "offers_left_null"
@@ -285,11 +327,12 @@ MISSING_SQL = f"""
     where tp.target_band_id = any(:ids) and {COLUMN} is null and tp.me_file_id is not null
     group by 1
 """
+# every band of a chunk in one statement: its cost follows the rows, not the bands
 BROKEN_SQL = f"""
-    select {shape_sql(COLUMN)} as shape, count(*) from target_populations tp
-    where tp.target_band_id = :band and tp.me_file_id is not null and {COLUMN} is not null
+    select tp.target_band_id, {shape_sql(COLUMN)} as shape, count(*) from target_populations tp
+    where tp.target_band_id = any(:ids) and tp.me_file_id is not null and {COLUMN} is not null
       and {broken_sql(COLUMN, ME_FILE)}
-    group by 1
+    group by 1, 2
 """
 CHUNK_SQL = """
     select max(id), count(*) from (
@@ -369,11 +412,12 @@ def _interruptible(conn: Connection, cancel: CancelFlag | None):
         raise ScanCancelled
 
 
-def _broken_shapes(conn: Connection, band_id: int) -> dict[str, int]:
-    shapes = dict.fromkeys(BROKEN_SHAPE_NAMES, 0)
-    for shape, count in conn.execute(text(BROKEN_SQL), {"band": band_id}):
-        shapes[shape] = shapes.get(shape, 0) + count
-    return shapes
+def _broken_shapes(conn: Connection, band_ids: list[int]) -> dict[int, dict[str, int]]:
+    """Per band, its broken rows by shape (every shape present, 0 where none)."""
+    out = {band: dict.fromkeys(BROKEN_SHAPE_NAMES, 0) for band in band_ids}
+    for band, shape, count in conn.execute(text(BROKEN_SQL), {"ids": band_ids}):
+        out[band][shape] = out[band].get(shape, 0) + count
+    return out
 
 
 def _stale_count(
@@ -403,38 +447,87 @@ def _stale_count(
         after = upto
 
 
-def _count_band(
+def _chunks(refs: list[BandRef], populations: Mapping[int, int], rows: int) -> list[list[BandRef]]:
+    """Consecutive bands grouped so that each group holds about ``rows`` rows (a larger band
+    is a group of its own): one statement per group keeps progress and cancel moving."""
+    chunks: list[list[BandRef]] = []
+    current: list[BandRef] = []
+    size = 0
+    for ref in refs:
+        n = populations.get(ref.band_id, 0)
+        if current and size + n > rows:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(ref)
+        size += n
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _count(
     conn: Connection,
-    ref: BandRef,
+    refs: list[BandRef],
     include: frozenset[Category],
-    population: int,
-    missing: int | None,
     cancel: CancelFlag | None,
-    step: Callable[[int], None],
-    offers_left_null: int | None = None,
-) -> ScanRow:
-    broken = stale = None
-    shapes: dict[str, int] = {}
+    report: ScanProgressFn,
+) -> list[ScanRow]:
+    """Every band's counts: population, missing and offers left NULL in one statement each,
+    broken in one statement per chunk of bands, stale per chunk of a band's rows."""
+    ids = [r.band_id for r in refs]
+    with _interruptible(conn, cancel):
+        populations = _populations(conn, ids) if ids else {}
+        missing = _missing(conn, ids) if ids and Category.MISSING in include else {}
+        offers = _offers_left_null(conn, ids) if ids else None
+    conn.commit()
+    per_row = BROKEN_WORK * (Category.BROKEN in include) + STALE_WORK * (Category.STALE in include)
+    total = sum(populations.values()) * per_row
+    done = 0
+    report(done, total, f"{len(refs)} bands to check")
+
+    def step(units: int, message: str) -> None:
+        nonlocal done
+        done += units
+        report(done, total, message)
+
+    def where(chunk: list[BandRef]) -> str:
+        first = chunk[0]
+        more = f" and {len(chunk) - 1} more bands" if len(chunk) > 1 else ""
+        return f"{first.target_title}: {first.label}{more}"
+
+    shapes: dict[int, dict[str, int]] = {}
     if Category.BROKEN in include:
-        with _interruptible(conn, cancel):
-            shapes = _broken_shapes(conn, ref.band_id)
-        conn.commit()
-        broken = sum(shapes.values())
-        step(population * BROKEN_WORK)
+        for chunk in _chunks(refs, populations, BROKEN_CHUNK_ROWS):
+            if cancel is not None and cancel.is_set():
+                raise ScanCancelled
+            with _interruptible(conn, cancel):
+                shapes.update(_broken_shapes(conn, [r.band_id for r in chunk]))
+            conn.commit()
+            rows = sum(populations.get(r.band_id, 0) for r in chunk)
+            step(rows * BROKEN_WORK, where(chunk))
+    stale: dict[int, int] = {}
     if Category.STALE in include:
-        stale = _stale_count(conn, ref.band_id, cancel, lambda n: step(n * STALE_WORK))
-    return ScanRow(
-        ref.target_id,
-        ref.target_title,
-        ref.band_id,
-        ref.label,
-        population,
-        missing,
-        broken,
-        stale,
-        shapes,
-        offers_left_null,
-    )
+        for ref in refs:
+            message = where([ref])
+            stale[ref.band_id] = _stale_count(
+                conn, ref.band_id, cancel, lambda n, m=message: step(n * STALE_WORK, m)
+            )
+    report(total, total, "done")
+    return [
+        ScanRow(
+            ref.target_id,
+            ref.target_title,
+            ref.band_id,
+            ref.label,
+            populations.get(ref.band_id, 0),
+            missing.get(ref.band_id, 0) if Category.MISSING in include else None,
+            sum(shapes[ref.band_id].values()) if Category.BROKEN in include else None,
+            stale.get(ref.band_id) if Category.STALE in include else None,
+            shapes.get(ref.band_id, {}),
+            None if offers is None else offers[ref.band_id],
+        )
+        for ref in refs
+    ]
 
 
 def _populations(conn: Connection, band_ids: list[int]) -> dict[int, int]:
@@ -456,55 +549,35 @@ def scan(
 ) -> ScanResult:
     """Count, per band of the chosen targets, the rows of each included category.
 
-    Reads only. Ends the connection's transaction between steps (no transaction stays open
-    for a long deep check). ``progress(done, total, message)`` counts work units;
-    ``cancel`` stops it (also in the middle of a statement) with ``ScanCancelled``. With
-    ``measure``, the result carries ``rows_per_second`` from ``measure_rate``.
+    Reads only, in set-based statements over many bands at once. Ends the connection's
+    transaction between steps (no transaction stays open for a long deep check).
+    ``progress(done, total, message)`` counts work units; ``cancel`` stops it (also in the
+    middle of a statement) with ``ScanCancelled``. With ``measure``, the result carries
+    ``rows_per_second`` from ``measure_rate``.
     """
     include = frozenset(Category(c) for c in include)
     report = progress or (lambda done, total, message: None)
     started = time.monotonic()
-    refs = resolve_bands(conn, target_ids)
-    ids = [r.band_id for r in refs]
-    with _interruptible(conn, cancel):
-        populations = _populations(conn, ids) if ids else {}
-        missing = _missing(conn, ids) if ids and Category.MISSING in include else {}
-        offers = _offers_left_null(conn, ids) if ids else None
-    conn.commit()
-    per_row = BROKEN_WORK * (Category.BROKEN in include) + STALE_WORK * (Category.STALE in include)
-    total = sum(populations.values()) * per_row
-    done = 0
-    report(done, total, f"{len(refs)} bands to check")
-
-    rows: list[ScanRow] = []
-    for ref in refs:
-        if cancel is not None and cancel.is_set():
-            raise ScanCancelled
-        message = f"{ref.target_title}: {ref.label}"
-
-        def step(units: int, message: str = message) -> None:
-            nonlocal done
-            done += units
-            report(done, total, message)
-
-        rows.append(
-            _count_band(
-                conn,
-                ref,
-                include,
-                populations.get(ref.band_id, 0),
-                missing.get(ref.band_id, 0) if Category.MISSING in include else None,
-                cancel,
-                step,
-                None if offers is None else offers[ref.band_id],
-            )
-        )
-    report(total, total, "done")
+    rows = _count(conn, resolve_bands(conn, target_ids), include, cancel, report)
     result = ScanResult(include, tuple(rows), time.monotonic() - started)
     if measure:
         rate = measure_rate(conn, plan(result), cancel=cancel)
         result = ScanResult(include, result.rows, time.monotonic() - started, rate)
     return result
+
+
+def band_counts_many(
+    conn: Connection,
+    band_ids: Sequence[int],
+    include: Iterable[Category | str],
+    cancel: CancelFlag | None = None,
+) -> dict[int, ScanRow]:
+    """Many bands' counts at once, as ``scan`` computes them (used to count the rows fixed
+    after a job); a band that does not exist: UsageError."""
+    include = frozenset(Category(c) for c in include)
+    refs = band_refs(conn, band_ids)
+    rows = _count(conn, refs, include, cancel, lambda done, total, message: None)
+    return {row.band_id: row for row in rows}
 
 
 def band_counts(
@@ -514,22 +587,7 @@ def band_counts(
     cancel: CancelFlag | None = None,
 ) -> ScanRow:
     """One band's counts, as ``scan`` computes them (used to count rows fixed after a job)."""
-    include = frozenset(Category(c) for c in include)
-    ref = band_ref(conn, band_id)
-    populations = _populations(conn, [band_id])
-    missing = _missing(conn, [band_id]) if Category.MISSING in include else {}
-    offers = _offers_left_null(conn, [band_id])
-    conn.commit()
-    return _count_band(
-        conn,
-        ref,
-        include,
-        populations.get(band_id, 0),
-        missing.get(band_id, 0) if Category.MISSING in include else None,
-        cancel,
-        lambda units: None,
-        None if offers is None else offers[band_id],
-    )
+    return band_counts_many(conn, [band_id], include, cancel)[band_id]
 
 
 # --- plan and estimate ------------------------------------------------------------------------
