@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QLabel,
     QStackedWidget,
     QTableWidgetItem,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -23,6 +24,7 @@ from qsnap_gui.ui import format as fmt
 from qsnap_gui.ui.access import write_block
 from qsnap_gui.ui.inspector.common import RAW_DISPLAY_CHARS, paint_pill, say
 from qsnap_gui.ui.inspector.layout import SHAPE_COLUMN, InspectorLayout
+from qsnap_gui.ui.inspector.offers import OffersPanel
 from qsnap_gui.ui.inspector.population import BandPopulationView
 from qsnap_gui.ui.inspector.report import LoadedReport, MembershipView, load_report
 from qsnap_gui.ui.inspector.search import SearchField
@@ -31,6 +33,8 @@ from qsnap_gui.ui.models.snapshot_tree import Node, NodeKind, write_csv
 from qsnap_gui.ui.settings import remember_save_folder, save_path
 from qsnap_gui.ui.tasks import TaskRunner
 from qsnap_gui.ui.widgets import ElidedLabel
+
+OFFERS_SECTION = 1  # the tab of the offers and ad events
 
 
 class InspectorWidget(QWidget):
@@ -75,9 +79,19 @@ class InspectorWidget(QWidget):
         )
         self.placeholder.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.placeholder.setStyleSheet(f"color: {Colour.GREY};")
+        # the memberships, and beside them the offers and ad events (hidden where none exist)
+        self.offers = OffersPanel(self.database)
+        self.sections = QTabWidget()
+        self.sections.setDocumentMode(True)
+        self.sections.addTab(self.body, "Memberships")
+        self.sections.addTab(self.offers, "Offers && ad events")
+        self.sections.setTabVisible(OFFERS_SECTION, False)
+        self.offers.availabilityChanged.connect(
+            lambda on: self.sections.setTabVisible(OFFERS_SECTION, on)
+        )
         self.stack = QStackedWidget()
         self.stack.addWidget(self.placeholder)
-        self.stack.addWidget(self.body)
+        self.stack.addWidget(self.sections)
         self.status = ElidedLabel()
         outer = QVBoxLayout(self)
         outer.setContentsMargins(6, 6, 6, 6)
@@ -188,6 +202,7 @@ class InspectorWidget(QWidget):
         me_file_id = self._me_file_id
         self._say(f"Loading me_file {me_file_id}…")
         self.refresh_button.setEnabled(False)
+        self.offers.load(me_file_id)
         self.runner.run(
             "report", partial(load_report, self.database, me_file_id), self._loaded, self._failed
         )
@@ -203,7 +218,7 @@ class InspectorWidget(QWidget):
             f"{report.tag_count:,} tags · {n} membership{'s' if n != 1 else ''}"
             + ("" if n else " — this me_file is in no band of any target")
         )
-        self.stack.setCurrentWidget(self.body)
+        self.stack.setCurrentWidget(self.sections)
         self._fill_memberships(report)
         if report.me_file_id != self._sized_for:
             self._sized_for = report.me_file_id

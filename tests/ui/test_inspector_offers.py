@@ -1,0 +1,157 @@
+"""The inspector's "Offers & ad events" section (pytest-qt, offscreen): rows of every snapshot
+shape with their tree and comparison line, paging past 200, absent without the tables."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QModelIndex
+from sqlalchemy import text
+
+from qsnap_gui.domain.codec import Shape
+from qsnap_gui.engine.offers_view import AD_EVENTS, OFFERS, PAGE
+from qsnap_gui.store.db import open_database
+from qsnap_gui.ui.inspector import InspectorWidget
+from qsnap_gui.ui.inspector.widget import OFFERS_SECTION
+from qsnap_gui.ui.models.offers import OffersModel, verdict_info
+from tests.test_offers_view import EVENT_CASES, OFFER_CASES, POP_202, j, load, world
+
+WAIT = 60_000
+
+
+def make_db(create_db, name: str, w=None, drop: str | None = None):
+    url = create_db(name)
+    database = open_database(url, check_schema=False)
+    load(database.engine, w or world())
+    if drop:
+        with database.engine.begin() as conn:
+            conn.execute(text(f"drop table {drop}"))
+    return database
+
+
+@pytest.fixture(scope="module")
+def offers_db(create_db):
+    database = make_db(create_db, "ui_offers")
+    yield database
+    database.dispose()
+
+
+def open_inspector(qtbot, database, me_file_id: int) -> InspectorWidget:
+    widget = InspectorWidget(database)
+    qtbot.addWidget(widget)
+    widget.resize(520, 760)
+    widget.show()
+    with qtbot.waitSignals([widget.reportLoaded, widget.offers.loaded], timeout=WAIT):
+        widget.open_me_file(me_file_id)
+    return widget
+
+
+def tree_texts(model, parent=None) -> list[str]:
+    parent = parent or QModelIndex()
+    out = []
+    for row in range(model.rowCount(parent)):
+        index = model.index(row, 0, parent)
+        out.append(model.data(index))
+        out.extend("  " + t for t in tree_texts(model, index))
+    return out
+
+
+def test_every_shape_renders_with_its_line(qtbot, qtmodeltester, offers_db):
+    inspector = open_inspector(qtbot, offers_db, 1)
+    panel = inspector.offers
+    assert inspector.sections.isTabVisible(OFFERS_SECTION)
+    inspector.sections.setCurrentIndex(OFFERS_SECTION)
+    model = panel.models[OFFERS]
+    qtmodeltester.check(model)
+    assert model.rowCount() == len(OFFER_CASES)
+    assert panel.kinds.tabText(0) == f"Offers ({len(OFFER_CASES)})"
+    assert (
+        panel.count_label.text()
+        == f"{len(OFFER_CASES)} of {len(OFFER_CASES)} offers shown, newest first"
+    )
+    assert not panel.more_button.isEnabled()
+    seen = set()
+    for row in range(model.rowCount()):
+        panel.select(OFFERS, row)
+        r = panel.current_row()
+        band, _snap, verdict, line = OFFER_CASES[r.id - 1]
+        assert r.comparison.verdict is verdict and line in panel.line.text()
+        assert panel.verdict_badge.text() == verdict_info(verdict).label
+        assert model.index(row, OffersModel.COMPARED).data() == verdict_info(verdict).label
+        shown = tree_texts(panel.tree_model)
+        assert shown, r.shape
+        shape = Shape(r.shape)
+        seen.add(shape)
+        if shape is Shape.MISSING:
+            assert shown == ["Never snapshotted"]
+            assert panel.raw.toPlainText() == "null"
+        elif shape is Shape.EMPTY_OBJECT:
+            assert shown[0].startswith("Empty object")
+        elif shape is Shape.INVALID:
+            assert shown[0] == f"Invalid snapshot: {r.decoded.error}"
+        else:
+            assert "Home Own/Rent" in shown or "(parent 10)" in shown[0] or "Pets" in shown
+        assert f"offer {r.id}" in panel.where.text()
+    assert seen == set(Shape)
+
+    panel.kinds.setCurrentIndex(1)
+    assert panel.current_kind() == AD_EVENTS
+    events = panel.models[AD_EVENTS]
+    qtmodeltester.check(events)
+    assert events.rowCount() == len(EVENT_CASES)
+    panel.select(AD_EVENTS, 2)  # ids newest first: 4, 3, 2, 1
+    assert panel.current_row().id == 2
+    assert panel.line.text() == "the ad event names no band: no population to compare with"
+    assert model.index(0, OffersModel.BAND).data() == "Bullseye"
+
+
+def test_reload_keeps_the_chosen_row(qtbot, offers_db):
+    inspector = open_inspector(qtbot, offers_db, 1)
+    panel = inspector.offers
+    panel.select(OFFERS, 3)
+    chosen = panel.current_row().id
+    with qtbot.waitSignals([inspector.reportLoaded, panel.loaded], timeout=WAIT):
+        inspector.refresh()
+    assert panel.current_row().id == chosen
+
+
+def test_paging_beyond_200(qtbot, create_db):
+    w = world()
+    w.offers = [(3, 202, j(POP_202))] * (PAGE + 5)
+    w.ad_events = []
+    database = make_db(create_db, "ui_offers_many", w)
+    try:
+        inspector = open_inspector(qtbot, database, 3)
+        panel = inspector.offers
+        model = panel.models[OFFERS]
+        assert model.rowCount() == PAGE
+        assert panel.count_label.text() == "200 of 205 offers shown, newest first"
+        assert panel.more_button.isEnabled()
+        panel.more_button.click()
+        qtbot.waitUntil(lambda: model.rowCount() == PAGE + 5, timeout=WAIT)
+        assert [r.id for r in model.rows[-5:]] == [5, 4, 3, 2, 1]
+        qtbot.waitUntil(lambda: not panel.more_button.isEnabled(), timeout=WAIT)
+        assert panel.count_label.text() == "205 of 205 offers shown, newest first"
+        panel.kinds.setCurrentIndex(1)
+        assert panel.count_label.text() == "No ad events for this me_file"
+    finally:
+        panel.runner.wait(10_000)
+        inspector.runner.wait(10_000)
+        database.dispose()
+
+
+@pytest.mark.parametrize("drop", ["offers, ad_events", "ad_events"])
+def test_section_absent_without_the_tables(qtbot, create_db, drop):
+    database = make_db(create_db, "ui_offers_absent", drop=drop)
+    try:
+        inspector = open_inspector(qtbot, database, 1)
+        both_gone = drop == "offers, ad_events"
+        assert inspector.sections.isTabVisible(OFFERS_SECTION) is not both_gone
+        assert inspector.memberships.rowCount() == 3
+        if not both_gone:
+            panel = inspector.offers
+            assert panel.kinds.isTabVisible(0) and not panel.kinds.isTabVisible(1)
+            assert panel.models[OFFERS].rowCount() == len(OFFER_CASES)
+    finally:
+        inspector.runner.wait(10_000)
+        inspector.offers.runner.wait(10_000)
+        database.dispose()
