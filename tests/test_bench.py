@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from qsnap_gui.tools.bench import BENCH_TARGET, _autovacuum, baseline_band, floor_band, qsnap_bands
+from qsnap_gui.tools.bench import BENCH_TARGET, autovacuum, baseline_band, floor_band, qsnap_bands
 from tests.worlds import reference_snapshots, stored_snapshots
 
 
@@ -61,9 +61,9 @@ def test_baseline_port_and_engine_write_the_reference_and_the_floor_a_constant(f
 def test_autovacuum_is_off_while_benchmarking_and_restored_after(fresh_db):
     engine = fresh_db.engine
     options = text("select reloptions from pg_class where oid = 'target_populations'::regclass")
-    _autovacuum(engine, False)
+    autovacuum(engine, False)
     with engine.connect() as conn:
         assert conn.execute(options).scalar() == ["autovacuum_enabled=off"]
-    _autovacuum(engine, True)
+    autovacuum(engine, True)
     with engine.connect() as conn:
         assert conn.execute(options).scalar() is None

@@ -27,10 +27,31 @@ def cmd_demo(args: argparse.Namespace, db: Database) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, db: Database | None) -> int:
-    from qsnap_gui.tools.bench import bench_scale, render, to_json
+    from qsnap_gui.tools.bench import WorldOptions, bench_scale, render, to_json
+    from qsnap_gui.tools.bench.many_targets import bench_many_targets
+    from qsnap_gui.tools.bench.render import many_to_json, render_many
+    from qsnap_gui.tools.bench.servers import bench_server
 
     if args.repeat < 1 or any(n < 100 for n in args.scale):
         raise UsageError("--repeat must be at least 1 and each --scale at least 100")
-    results = [bench_scale(n, args.repeat, say, keep=args.keep) for n in args.scale]
+    if args.tags_per_me_file < 1:
+        raise UsageError("--tags-per-me-file must be at least 1")
+    if args.many_targets is not None and args.many_targets < 1:
+        raise UsageError("--many-targets must be at least 1")
+    # only a --dsn given to bench itself names its server: never QSNAP_DATABASE_URL or
+    # DATABASE_URL, which name the operator's Qlarius database
+    dsn = getattr(args, "dsn", None)
+    if dsn and args.stock_server:
+        raise UsageError("--dsn and --stock-server name two servers: give one")
+    with bench_server(dsn, args.stock_server) as server:
+        if args.many_targets is not None:
+            many = bench_many_targets(server, args.many_targets, say, keep=args.keep)
+            print(json.dumps(many_to_json(many), indent=2) if args.json else render_many(many))
+            return 0 if many.rows_equal else 1
+        world = WorldOptions(args.tags_per_me_file, args.bands)
+        results = [
+            bench_scale(server, n, args.repeat, say, keep=args.keep, world=world)
+            for n in args.scale
+        ]
     print(json.dumps(to_json(results), indent=2) if args.json else render(results))
-    return 0
+    return 0 if all(r.snapshots_equal is not False for r in results) else 1

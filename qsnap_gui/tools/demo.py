@@ -8,6 +8,7 @@ over generate_series and a seeded hash, so a million me_files never pass through
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, Engine, Table, insert, text
 from sqlalchemy.schema import CreateIndex
 
+from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine.population import compute_membership, outermost_first
 from qsnap_gui.engine.snapshot_sql import (
     BAND_TRAITS_SQL,
@@ -348,6 +350,11 @@ class DemoSpec:
     offers_per_mille: int = 30
     # the production cases of DOMAIN.md (NULLs, orphans, ties, odd links), on a target of their own
     edge_cases: bool = False
+    # benchmark worlds: the mean number of tags per me_file (None: the demo's own mix, ~39)
+    tags_per_me_file: int | None = None
+    # benchmark worlds: "equal" gives target 1 three bands of a third of the me_files each
+    # (needs bands_per_target=3); "skewed" is the demo's, where one band holds most rows
+    bands: str = "skewed"
 
 
 @dataclass(frozen=True)
@@ -403,7 +410,10 @@ def generate_demo(
         create_demo_schema(conn, reset=reset)
         parents = _insert_traits(conn, rng, spec)
         _insert_me_files(conn, spec)
-        tags = _insert_tags(conn, spec, parents)
+        if spec.tags_per_me_file is None and spec.bands == "skewed":
+            tags = _insert_tags(conn, spec, parents)
+        else:
+            tags = _insert_drawn_tags(conn, spec, parents)
         targets = _insert_targets(conn, rng, spec, parents)
         if spec.edge_cases:
             edge = _insert_edge_catalogue(conn, spec, parents)
@@ -646,12 +656,7 @@ def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> in
     )
     conn.execute(text("analyze demo_parents"))
     conn.execute(text("analyze demo_children"))
-    # bulk load without indexes (built afterwards, see _index_in_parallel): maintaining the
-    # primary key and two indexes row by row, and drawing each id from the sequence, cost
-    # more than the rows
-    conn.execute(text("alter table me_file_tags drop constraint me_file_tags_pkey"))
-    for index in MeFileTag.__table__.indexes:
-        index.drop(conn)
+    _drop_tag_indexes(conn)
     seed = spec.seed
     # ids are (me_file, parent, pick) packed into one number: unique without a sequence
     tag_id = "x.mid * 256 + x.ord * 4"
@@ -707,6 +712,188 @@ def _insert_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> in
     return singles.rowcount + multis.rowcount
 
 
+def _drop_tag_indexes(conn: Connection) -> None:
+    """Bulk load without indexes (built afterwards, see _index_in_parallel): maintaining the
+    primary key and two indexes row by row, and drawing each id from the sequence, cost more
+    than the rows."""
+    conn.execute(text("alter table me_file_tags drop constraint me_file_tags_pkey"))
+    for index in MeFileTag.__table__.indexes:
+        index.drop(conn)
+
+
+# the equal-bands world: everyone has one of these three answers (a third each), and at least
+# one tag of the two parents every band of it asks for
+EQUAL_SEGMENT = "Smartphone OS"
+EQUAL_FILLERS = ("Hobbies", "Music Genres")
+# tag ids are me_file id * TAG_SLOTS + the child's slot (every zip shares slot 0)
+TAG_SLOTS = 256
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """How many tags of one parent a me_file gets. A single answer: one, with ``chance`` in
+    10,000. A multi select: ``low + floor(u * spread)`` picks (u uniform in [0, 1)), or
+    ``n - floor(u * spread)`` when ``mirrored``, of consecutive children."""
+
+    parent: _Parent
+    chance: int = 0
+    low: int = 0
+    spread: float = 1.0
+    mirrored: bool = False
+
+    def mean(self) -> float:
+        if self.parent.kind != "multi":
+            return self.chance / 10_000
+        # E[floor(u * A)] = sum over k of P(u * A >= k)
+        a = self.spread
+        floor_mean = sum(1 - k / a for k in range(1, math.ceil(a)))
+        return len(self.parent.children) - floor_mean if self.mirrored else self.low + floor_mean
+
+
+def _multi_draw(parent: _Parent, low: int, mean: float) -> _Draw:
+    n = len(parent.children)
+    mean = min(max(mean, low), n)
+    if mean - low <= (n - low) / 2:
+        return _Draw(parent, low=low, spread=2 * (mean - low) + 1)
+    return _Draw(parent, low=low, spread=2 * (n - mean) + 1, mirrored=True)
+
+
+def tag_draws(spec: DemoSpec, parents: list[_Parent]) -> list[_Draw]:
+    """Draws whose mean is ``spec.tags_per_me_file`` tags per me_file (40 when unset), in the
+    demo's mix: one zip each, single answers as often as the demo has them and 1.5 picks of
+    each multi select, all scaled alike (found by bisection over that scale)."""
+    wanted = spec.tags_per_me_file or 40
+    equal = spec.bands == "equal"
+
+    def draws(scale: float) -> list[_Draw]:
+        out = []
+        for i, p in enumerate(parents):
+            if p.kind == "zip" or (equal and p.name == EQUAL_SEGMENT):
+                out.append(_Draw(p, chance=10_000))
+            elif p.kind == "single":
+                out.append(_Draw(p, chance=min(10_000, round((40 + (i * 37) % 40) * 100 * scale))))
+            else:
+                out.append(_multi_draw(p, int(equal and p.name in EQUAL_FILLERS), 1.5 * scale))
+        return out
+
+    def mean(scale: float) -> float:
+        return sum(d.mean() for d in draws(scale))
+
+    low, high = mean(0.0), mean(1e6)
+    if not low - 0.5 <= wanted <= high + 0.5:
+        raise UsageError(
+            f"tags per me_file must be between {math.ceil(low)} and {math.floor(high)} "
+            "in this world"
+        )
+    lo, hi = 0.0, 1e6
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mean(mid) < wanted else (lo, mid)
+    return draws(hi)
+
+
+def _insert_drawn_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> int:
+    """Tags drawn per ``tag_draws``, set-based: one statement for single answers and zips, one
+    for multi selects (a generated series of picks per me_file and parent)."""
+    draws = tag_draws(spec, parents)
+    conn.execute(
+        text(
+            "create temp table demo_draws (pid int primary key, kind text, salt int, n int, "
+            "chance int, low int, spread float8, mirrored bool) on commit drop"
+        )
+    )
+    conn.execute(
+        text(
+            "create temp table demo_children (pid int, idx int, trait_id int, val text, "
+            "slot int, primary key (pid, idx)) on commit drop"
+        )
+    )
+    conn.execute(
+        text(
+            "insert into demo_draws values (:pid, :kind, :salt, :n, :chance, :low, :spread, "
+            ":mirrored)"
+        ),
+        [
+            {
+                "pid": d.parent.id,
+                "kind": d.parent.kind,
+                "salt": 100 + i,
+                "n": len(d.parent.children),
+                "chance": d.chance,
+                "low": d.low,
+                "spread": d.spread,
+                "mirrored": d.mirrored,
+            }
+            for i, d in enumerate(draws)
+        ],
+    )
+    children = []
+    slot = 0
+    for p in parents:
+        for i, (tid, val) in enumerate(zip(p.children, p.values, strict=True)):
+            if p.kind != "zip":
+                slot += 1
+            children.append(
+                {"pid": p.id, "idx": i, "tid": tid, "val": val, "slot": slot * (p.kind != "zip")}
+            )
+    if slot >= TAG_SLOTS:
+        raise ValueError(f"{slot} child traits do not fit in {TAG_SLOTS} tag id slots")
+    conn.execute(text("insert into demo_children values (:pid, :idx, :tid, :val, :slot)"), children)
+    conn.execute(text("analyze demo_draws, demo_children"))
+    _drop_tag_indexes(conn)
+    seed = spec.seed
+    u = f"({_h(seed, 0, 'm.id * 71 + d.salt')} / 2147483648.0)"
+    singles = conn.execute(
+        text(
+            f"""
+            insert into me_file_tags (id, me_file_id, trait_id, tag_value, added_date,
+                                      modified_date, added_by, modified_by)
+            select x.mid * {TAG_SLOTS} + c.slot, x.mid, c.trait_id,
+                   case when x.kind = 'zip' and x.blank = 0 then null
+                        when x.kind = 'zip' and x.blank = 1 then ''
+                        else c.val end,
+                   :base, :base, 1, 1
+            from (
+                select m.id as mid, d.pid, d.kind,
+                       {_h(seed, 0, "m.id * 97 + d.salt")} % d.n as idx,
+                       {_h(seed, 5)} % 400 as blank
+                from generate_series(1, :n) as m(id)
+                cross join demo_draws d
+                where d.kind <> 'multi' and {_h(seed, 0, "m.id * 31 + d.salt")} % 10000 < d.chance
+            ) x
+            join demo_children c on c.pid = x.pid and c.idx = x.idx
+            """
+        ),
+        {"n": spec.me_files, "base": BASE_TIME},
+    )
+    multis = conn.execute(
+        text(
+            f"""
+            insert into me_file_tags (id, me_file_id, trait_id, tag_value, added_date,
+                                      modified_date, added_by, modified_by)
+            select s.mid * {TAG_SLOTS} + c.slot, s.mid, c.trait_id, c.val, :base, :base, 1, 1
+            from (
+                select m.id as mid, d.pid, d.n,
+                       {_h(seed, 0, "m.id * 53 + d.salt")} % d.n as start,
+                       case when d.mirrored then d.n - floor({u} * d.spread)
+                            else d.low + floor({u} * d.spread) end as picks
+                from generate_series(1, :n) as m(id)
+                cross join demo_draws d
+                where d.kind = 'multi'
+            ) s
+            cross join lateral generate_series(0, cast(s.picks as int) - 1) as k(k)
+            join demo_children c on c.pid = s.pid and c.idx = (s.start + k.k) % s.n
+            """
+        ),
+        {"n": spec.me_files, "base": BASE_TIME},
+    )
+    conn.execute(
+        text("select setval(pg_get_serial_sequence('me_file_tags', 'id'), :v)"),
+        {"v": (spec.me_files + 1) * TAG_SLOTS},
+    )
+    return singles.rowcount + multis.rowcount
+
+
 TARGET_NAMES = [
     "Cambridge Renters",
     "Suburban Homeowners",
@@ -715,6 +902,20 @@ TARGET_NAMES = [
     "100% Outdoor Adventurers",
     "Home Décor Enthusiasts",
 ]
+
+
+def _equal_groups(by_name: dict[str, _Parent], band: int) -> list[tuple[_Parent, list[int]]]:
+    """The groups band ``band`` (0 = outermost) of the equal-bands target adds: every band
+    asks for a zip and a hobby, the inner two a music genre; the segment answer then puts a
+    third of the me_files in each band (any / the last two / the last one of three)."""
+    segment = by_name[EQUAL_SEGMENT]
+    hobbies, music = (by_name[name] for name in EQUAL_FILLERS)
+    zips = by_name["Home Zip Code"]
+    return [
+        [(zips, list(zips.children)), (hobbies, list(hobbies.children))],
+        [(music, list(music.children)), (segment, list(segment.children[1:]))],
+        [(segment, list(segment.children[2:]))],
+    ][band]
 
 
 def _insert_targets(
@@ -757,19 +958,27 @@ def _insert_targets(
             chosen[0] = by_name["Home Own/Rent"]
         if t == 0 and spec.broad:
             chosen[0] = by_name["Home Zip Code"]
+        equal = t == 0 and spec.bands == "equal"
+        if equal and nbands != 3:
+            raise UsageError("equal bands are three bands: give bands_per_target=3")
         groups_so_far: list[int] = []
         for b in range(nbands):
-            for parent in chosen[2 * b : 2 * b + (1 if b == 0 else rng.randint(1, 2))]:
+            if equal:
+                added = _equal_groups(by_name, b)
+            else:
+                added = []
+                for parent in chosen[2 * b : 2 * b + (1 if b == 0 else rng.randint(1, 2))]:
+                    share = max(1, round(len(parent.children) * rng.uniform(0.5, 0.85)))
+                    if parent.kind == "zip":
+                        share = len(parent.children)
+                    added.append((parent, rng.sample(parent.children, share)))
+            for parent, picked in added:
                 group_id += 1
-                share = max(1, round(len(parent.children) * rng.uniform(0.5, 0.85)))
-                if parent.kind == "zip":
-                    share = len(parent.children)
-                picked = rng.sample(parent.children, share)
                 conn.execute(
                     insert(TraitGroup),
                     {
                         "id": group_id,
-                        "title": f"{parent.name}: {share} of {len(parent.children)}",
+                        "title": f"{parent.name}: {len(picked)} of {len(parent.children)}",
                         "description": None,
                         "parent_trait_id": parent.id,
                         "marketer_id": 1,

@@ -1,0 +1,106 @@
+"""What a bench measures, as plain data (rendered as a table or JSON by ``render``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class StrategyFigures:
+    seconds: float
+    rows: int
+    peak_rss_mb: float
+    connections: int | None = None  # connections that wrote at once (the floor says how many)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class ViewFigures:
+    """Median seconds of the views' reads, taken while a snapshot job of the target runs."""
+
+    targets_seconds: float  # the window's targets list
+    cli_targets_seconds: float  # `qsnap targets`, orphans included
+    bands_seconds: float  # the band table's population and missing counts
+    shapes_seconds: float  # the per-shape counts the window reads in the background
+    during_job: bool  # whether the job was still running when the last read ended
+
+
+@dataclass
+class StaleFigures:
+    """Stale repair of one band against a force re-snapshot of it, each a qsnap process."""
+
+    band_id: int
+    band_rows: int
+    stale_rows: int
+    stale_seconds: float
+    stale_written: int  # rows whose updated_at moved
+    stale_rss_mb: float
+    force_seconds: float
+    force_written: int
+    force_rss_mb: float
+    equal: bool  # every row of the band equals the baseline after each run
+
+    @property
+    def ratio(self) -> float | None:
+        return self.stale_seconds / self.force_seconds if self.force_seconds else None
+
+
+@dataclass
+class WorldOptions:
+    """The benchmark world: me_files, mean tags per me_file, and how the bench target's rows
+    spread over its three bands (skewed: one band holds ~90 %; equal: a third each)."""
+
+    tags_per_me_file: int = 40
+    bands: str = "skewed"
+
+
+@dataclass
+class ScaleFigures:
+    scale: int
+    populations: int
+    generator_seconds: float | None
+    strategies: dict[str, StrategyFigures] = field(default_factory=dict)
+    populate_seconds: float | None = None
+    populate_rss_mb: float | None = None
+    snapshots_equal: bool | None = None
+    mismatches: int = 0
+    views: ViewFigures | None = None
+    stale: StaleFigures | None = None
+    server: str = "embedded"
+    settings: dict[str, str] = field(default_factory=dict)
+    world: WorldOptions = field(default_factory=WorldOptions)
+    tags: int | None = None
+    band_rows: list[int] = field(default_factory=list)
+
+    def ratio(self, a: str, b: str) -> float | None:
+        if a in self.strategies and b in self.strategies and self.strategies[b].seconds:
+            return self.strategies[a].seconds / self.strategies[b].seconds
+        return None
+
+
+@dataclass
+class CommandFigures:
+    """One qsnap command run as an operator runs it: its own process."""
+
+    command: str
+    seconds: float
+    peak_rss_mb: float
+    rows: int | None = None  # rows written, where the command writes
+
+
+@dataclass
+class ManyTargetsFigures:
+    targets: int
+    bands: int
+    populations: int
+    missing: int
+    broken: int
+    generator_seconds: float
+    commands: list[CommandFigures] = field(default_factory=list)
+    rows_equal: bool | None = None
+    mismatches: int = 0
+    server: str = "embedded"
+    settings: dict[str, str] = field(default_factory=dict)
