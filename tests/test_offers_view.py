@@ -50,7 +50,12 @@ OFFER_CASES = [
     (202, j({"tags": OWN_RENT[::-1]}), Verdict.SAME, "made from the same tags"),
     (202, j(OWN_OWN), Verdict.CHANGED, "tags changed since: +Rent, -Own"),
     (202, j(OWN_RENT), Verdict.SAME, "made from the same tags"),
-    (202, None, Verdict.SNAPSHOT_MISSING, "offer snapshot missing (NULL)"),
+    (
+        202,
+        None,
+        Verdict.SNAPSHOT_MISSING,
+        "offer snapshot missing (NULL); its population's is filled: backfill copies it",
+    ),
     (
         202,
         "{}",
@@ -81,6 +86,7 @@ OFFER_CASES = [
         Verdict.POPULATION_SNAPSHOT_BROKEN,
         "population snapshot broken: empty object {} (says nothing)",
     ),
+    (301, None, Verdict.SNAPSHOT_MISSING, "offer snapshot missing (NULL)"),
 ]
 # ad events of me_file 1: (band, snapshot, verdict, line)
 EVENT_CASES = [
@@ -91,7 +97,12 @@ EVENT_CASES = [
         Verdict.NO_BAND,
         "the ad event names no band: no population to compare with",
     ),
-    (202, None, Verdict.SNAPSHOT_MISSING, "ad event snapshot missing (NULL)"),
+    (
+        202,
+        None,
+        Verdict.SNAPSHOT_MISSING,
+        "ad event snapshot missing (NULL); its population's is filled: backfill copies it",
+    ),
     (202, j({"tags": [OWN_RENT[1]]}), Verdict.CHANGED, "tags changed since: +Rent"),
 ]
 POPULATION_SNAPSHOTS = {(202, 1): j(POP_202), (203, 1): "{}", (201, 2): j(POP_202)}
@@ -324,7 +335,7 @@ def test_cli_inspect_offers_text_band_and_offset(world_url, capsys):
     args = ["--dsn", world_url, "inspect", "1", "--offers", "--offset", "12"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "offers: 13 (13-13 shown, newest first)" in out and "ad events: 4 (none shown" in out
+    assert "offers: 14 (13-14 shown, newest first)" in out and "ad events: 4 (none shown" in out
     assert cli.main([*args[:-1], "x"]) == 2
     err = capsys.readouterr().err
     assert "--offset must be a whole number of rows (0 or more), got 'x'" in err

@@ -52,6 +52,7 @@ _OPTIONAL = {
 }
 _TREE = (Shape.ENVELOPE, Shape.NULL_VALUES, Shape.BARE_ARRAY, Shape.LEGACY_FLAT)
 _LINE_ITEMS = 10
+LEFT_NULL = "; its population's is filled: backfill copies it"
 
 
 class Verdict(StrEnum):
@@ -437,7 +438,10 @@ def compare(
         return Comparison(v, line, pop_id, pop_shape, **more)
 
     if own.shape is Shape.MISSING:
-        return verdict(Verdict.SNAPSHOT_MISSING, f"{word} snapshot missing (NULL)")
+        line = f"{word} snapshot missing (NULL)"
+        if pop is not None and pop.shape is Shape.ENVELOPE:
+            line += LEFT_NULL  # nothing in the application will ever fill it
+        return verdict(Verdict.SNAPSHOT_MISSING, line)
     if own.shape not in _TREE:
         return verdict(Verdict.SNAPSHOT_BROKEN, f"{word} snapshot broken: {_broken_text(own)}")
     if band_id is None:
