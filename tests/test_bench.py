@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
+import json
 
-from qsnap_gui.tools.bench import BENCH_TARGET, autovacuum, baseline_band, floor_band, qsnap_bands
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from qsnap_gui.cli.main import main
+from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.engine.snapshot_sql import SPLIT_ROWS, WRITERS
+from qsnap_gui.store.db import open_database
+from qsnap_gui.tools.bench import (
+    BENCH_TARGET,
+    WorldOptions,
+    autovacuum,
+    baseline_band,
+    floor_band,
+    floor_stream,
+    qsnap_bands,
+)
+from qsnap_gui.tools.bench.strategies import floor_writers
+from qsnap_gui.tools.bench.worlds import world_spec
+from qsnap_gui.tools.demo import check_tags_per_me_file, generate_demo
 from tests.worlds import reference_snapshots, stored_snapshots
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def _bands(engine) -> list[int]:
@@ -67,3 +93,105 @@ def test_autovacuum_is_off_while_benchmarking_and_restored_after(fresh_db):
     autovacuum(engine, True)
     with engine.connect() as conn:
         assert conn.execute(options).scalar() is None
+
+
+def _world(create_db, world: WorldOptions) -> tuple[int, int, list[int]]:
+    """A bench world of 600 me_files in a new database: me_files, tags, rows per band."""
+    database = open_database(create_db("bench_world"), check_schema=False)
+    try:
+        generate_demo(database.engine, world_spec(600, world))
+        with database.engine.connect() as conn:
+            me_files, tags = conn.execute(
+                text("select (select count(*) from me_files), (select count(*) from me_file_tags)")
+            ).one()
+            bands = list(
+                conn.execute(
+                    text(
+                        "select count(tp.id) from target_bands b left join target_populations tp "
+                        "on tp.target_band_id = b.id where b.target_id = :t group by b.id "
+                        "order by b.id"
+                    ),
+                    {"t": BENCH_TARGET},
+                ).scalars()
+            )
+    finally:
+        database.dispose()
+    return me_files, tags, bands
+
+
+def test_equal_bands_hold_a_third_of_the_me_files_each(create_db):
+    me_files, tags, bands = _world(create_db, WorldOptions(40, "equal"))
+    assert me_files == 600 and sum(bands) == 600
+    assert len(bands) == 3 and all(150 <= rows <= 250 for rows in bands), bands
+    assert 36 <= tags / me_files <= 44
+
+
+def test_tags_per_me_file_sets_the_mean_and_skewed_keeps_one_large_band(create_db):
+    me_files, tags, bands = _world(create_db, WorldOptions(5, "skewed"))
+    assert 4.5 <= tags / me_files <= 5.5
+    assert max(bands) >= 0.8 * sum(bands)
+
+
+def test_a_world_cannot_hold_more_tags_than_answers(capsys):
+    code, _, err = run(capsys, "bench", "--tags-per-me-file", "1000", "--scale", "100")
+    assert code == 2 and "--tags-per-me-file must be between 1 and" in err
+    with pytest.raises(UsageError, match="between 4 and"):
+        check_tags_per_me_file(3, "equal")
+
+
+def test_the_floor_writes_through_as_many_connections_as_qsnap(fresh_db):
+    engine = fresh_db.engine
+    bands = _bands(engine)
+    rows = _null(engine, bands)
+    assert floor_writers(rows) == (WRITERS if rows >= SPLIT_ROWS else 1)
+    assert floor_stream(engine, bands, writers=2) == rows
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                text(
+                    "select count(*) from target_populations where target_band_id = any(:b) "
+                    "and matching_tags_snapshot = '{\"tags\": []}'"
+                ),
+                {"b": bands},
+            ).scalar()
+            == rows
+        )
+
+
+def test_bench_dsn_refuses_a_qlarius_database_and_a_role_without_createdb(db_url, capsys):
+    code, _, err = run(capsys, "bench", "--dsn", db_url, "--scale", "100")
+    assert code == 2 and "holds Qlarius tables" in err and "never writes there" in err
+    admin = make_url(db_url).set(drivername="postgresql", database="postgres")
+    with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+        conn.execute("drop role if exists qsnap_bench_plain")
+        conn.execute("create role qsnap_bench_plain login")
+    try:
+        plain = make_url(db_url).set(username="qsnap_bench_plain", database="postgres")
+        code, _, err = run(
+            capsys, "bench", "--dsn", plain.render_as_string(hide_password=False), "--scale", "100"
+        )
+        assert code == 2 and "role qsnap_bench_plain may not create databases" in err
+    finally:
+        with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
+            conn.execute("drop role qsnap_bench_plain")
+
+
+def test_many_targets_on_a_named_server_checks_every_row_and_drops_its_database(
+    empty_db_url, capsys
+):
+    code, out, _ = run(capsys, "bench", "--dsn", empty_db_url, "--many-targets", "20", "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert (report["targets"], report["bands"], report["populations"]) == (20, 60, 600)
+    assert (report["missing"], report["broken"]) == (180, 240)
+    assert report["rows_equal"] and report["mismatches"] == 0 and report["left_to_fix"] == 0
+    commands = {c["command"]: c for c in report["commands"]}
+    assert commands["qsnap backfill --yes"]["rows"] == 420
+    assert all(c["peak_rss_mb"] > 0 for c in commands.values())
+    with psycopg.connect(
+        make_url(empty_db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    ) as conn:
+        left = conn.execute(
+            "select count(*) from pg_database where datname like 'qsnap_bench_%'"
+        ).fetchone()[0]
+    assert left == 0

@@ -31,11 +31,11 @@ def cmd_bench(args: argparse.Namespace, db: Database | None) -> int:
     from qsnap_gui.tools.bench.many_targets import bench_many_targets
     from qsnap_gui.tools.bench.render import many_to_json, render_many
     from qsnap_gui.tools.bench.servers import bench_server
+    from qsnap_gui.tools.demo import check_tags_per_me_file
 
     if args.repeat < 1 or any(n < 100 for n in args.scale):
         raise UsageError("--repeat must be at least 1 and each --scale at least 100")
-    if args.tags_per_me_file < 1:
-        raise UsageError("--tags-per-me-file must be at least 1")
+    check_tags_per_me_file(args.tags_per_me_file, args.bands)
     if args.many_targets is not None and args.many_targets < 1:
         raise UsageError("--many-targets must be at least 1")
     # only a --dsn given to bench itself names its server: never QSNAP_DATABASE_URL or
@@ -47,7 +47,7 @@ def cmd_bench(args: argparse.Namespace, db: Database | None) -> int:
         if args.many_targets is not None:
             many = bench_many_targets(server, args.many_targets, say, keep=args.keep)
             print(json.dumps(many_to_json(many), indent=2) if args.json else render_many(many))
-            return 0 if many.rows_equal else 1
+            return 0 if many.rows_equal and many.left_to_fix == 0 else 1
         world = WorldOptions(args.tags_per_me_file, args.bands)
         results = [
             bench_scale(server, n, args.repeat, say, keep=args.keep, world=world)

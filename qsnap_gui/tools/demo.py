@@ -779,17 +779,26 @@ def tag_draws(spec: DemoSpec, parents: list[_Parent]) -> list[_Draw]:
     def mean(scale: float) -> float:
         return sum(d.mean() for d in draws(scale))
 
-    low, high = mean(0.0), mean(1e6)
-    if not low - 0.5 <= wanted <= high + 0.5:
-        raise UsageError(
-            f"tags per me_file must be between {math.ceil(low)} and {math.floor(high)} "
-            "in this world"
-        )
+    check_tags_per_me_file(wanted, spec.bands)
     lo, hi = 0.0, 1e6
     for _ in range(100):
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if mean(mid) < wanted else (lo, mid)
     return draws(hi)
+
+
+def check_tags_per_me_file(wanted: int, bands: str) -> None:
+    """Refuse a mean no me_file of the catalogue can have: at least a zip (and, for equal
+    bands, a segment answer and one tag of each filler parent), at most every answer."""
+    singles = sum(1 for _, _, kind, _ in CATALOGUE if kind != "multi")
+    answers = sum(len(children) for _, _, kind, children in CATALOGUE if kind == "multi")
+    low = 1 + (1 + len(EQUAL_FILLERS) if bands == "equal" else 0)
+    if not low <= wanted <= singles + answers:
+        raise UsageError(
+            f"--tags-per-me-file must be between {low} and {singles + answers} "
+            f"({bands} bands): the demo catalogue has {singles} single answers and "
+            f"{answers} multi-select answers"
+        )
 
 
 def _insert_drawn_tags(conn: Connection, spec: DemoSpec, parents: list[_Parent]) -> int:

@@ -102,5 +102,6 @@ class ManyTargetsFigures:
     commands: list[CommandFigures] = field(default_factory=list)
     rows_equal: bool | None = None
     mismatches: int = 0
+    left_to_fix: int | None = None  # what a backfill --dry-run after the run still finds
     server: str = "embedded"
     settings: dict[str, str] = field(default_factory=dict)

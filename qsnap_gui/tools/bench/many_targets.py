@@ -18,6 +18,7 @@ import time
 from sqlalchemy import Engine, text
 
 from qsnap_gui.domain.codec import broken_sql, same_sql
+from qsnap_gui.engine.backfill import OFFERS_LEFT_NULL
 from qsnap_gui.store.db import make_engine
 from qsnap_gui.store.dsn import normalize_url
 from qsnap_gui.tools.bench.children import qsnap_command, run_child
@@ -235,7 +236,7 @@ def bench_many_targets(
                 server=server.label,
                 settings=dict(server.settings),
             )
-            figures.commands = _timed_commands(engine, url, say)
+            figures.commands, figures.left_to_fix = _timed_commands(engine, url, say)
         finally:
             autovacuum(engine, True)
         figures.mismatches = mismatches(engine)
@@ -248,12 +249,15 @@ def bench_many_targets(
     return figures
 
 
-def _timed_commands(engine: Engine, url: str, say) -> list[CommandFigures]:
+def _timed_commands(engine: Engine, url: str, say) -> tuple[list[CommandFigures], int]:
+    """The commands timed, and the rows a last ``backfill --dry-run`` still finds to fix
+    (the fixed point: 0)."""
     out = []
+    left = 0
     for args, label in (
         (("backfill", "--dry-run"), "qsnap backfill --dry-run"),
         (("backfill", "--yes"), "qsnap backfill --yes"),
-        (("backfill", "--dry-run", "--json"), "qsnap backfill --dry-run (after)"),
+        (("backfill", "--dry-run", "--json"), "qsnap backfill --dry-run, after"),
         (("targets",), "qsnap targets"),
     ):
         prepare(engine, null_snapshots=False)
@@ -266,8 +270,9 @@ def _timed_commands(engine: Engine, url: str, say) -> list[CommandFigures]:
                     {"mark": UNTOUCHED},
                 ).scalar_one()
         if "--json" in args:
-            rows = sum(json.loads(run.output)["totals"].values())
-            label = "qsnap backfill --dry-run after: rows to fix"
+            report = json.loads(run.output)
+            totals = report["totals"]
+            left = sum(totals[c] for c in report["include"]) + totals.get(OFFERS_LEFT_NULL, 0)
         out.append(CommandFigures(label, run.seconds, run.peak_rss_mb, rows))
         say(f"many targets: {label} {run.seconds:.2f}s, {run.peak_rss_mb:.0f} MB")
-    return out
+    return out, left

@@ -106,6 +106,7 @@ def render_many(f: ManyTargetsFigures) -> str:
     lines.append(
         "rows equal to the reference after the run: "
         + ("all" if f.rows_equal else f"NO, {f.mismatches:,} differ")
+        + f"; rows a backfill --dry-run still finds to fix: {f.left_to_fix}"
     )
     return "\n".join(lines)
 
