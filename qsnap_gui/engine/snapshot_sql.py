@@ -39,16 +39,25 @@ def write_guard(mode: Mode, new: str) -> str:
     return mode_predicate(mode)
 
 
-BAND_TRAITS_SQL = """
-    select distinct t.id as trait_id, t.display_order as tdo,
+def band_traits_sql(grouped: bool = False) -> str:
+    """The traits of band ``:band`` as (trait_id, tdo, pid, pname, pdo); ``grouped``, those of
+    every band in ``:bands``, each row with its ``band_id`` first."""
+    band, where = ("g.target_band_id as band_id, ", "= any(cast(:bands as int[]))")
+    if not grouped:
+        band, where = "", "= :band"
+    return f"""
+    select distinct {band}t.id as trait_id, t.display_order as tdo,
            p.id as pid, p.trait_name as pname, p.display_order as pdo
     from target_band_trait_groups g
     join trait_groups tg on tg.id = g.trait_group_id
     join trait_group_traits gt on gt.trait_group_id = tg.id
     join traits t on t.id = gt.trait_id
     join traits p on p.id = t.parent_trait_id
-    where g.target_band_id = :band
+    where g.target_band_id {where}
 """
+
+
+BAND_TRAITS_SQL = band_traits_sql()
 
 
 def snapshot_select_sql(
@@ -58,6 +67,7 @@ def snapshot_select_sql(
     lookup: bool = False,
     as_text: bool = False,
     batched: bool = False,
+    grouped: bool = False,
 ) -> str:
     """SELECT (id, snap) for the population rows that ``rows_sql`` yields as (id, me_file_id).
 
@@ -73,22 +83,34 @@ def snapshot_select_sql(
     ``as_text`` leaves that cast to whoever writes it. ``batched`` rows also carry a batch
     number ``b`` (yielded as (b, id, snap)): the rows are then sorted once, by batch and id,
     and every grouping after that sort streams.
+
+    ``grouped`` rows are of several bands: ``rows_sql`` yields (id, me_file_id, band_id) and
+    ``band_traits`` holds ``band_traits_sql(grouped=True)``'s rows; each row is built from
+    its own band's traits and yielded with its band, as (id, band_id, snap).
     """
-    traits = band_traits or f"({BAND_TRAITS_SQL})"
+    traits = band_traits or f"({band_traits_sql(grouped)})"
     key = "r.b, r.id" if batched else "r.id"
+    if grouped:
+        key += ", r.band_id"
     tags = f"me_file_tags mt join {traits} bt on bt.trait_id = mt.trait_id"
     if band_traits and not lookup:
         tags += f" and mt.trait_id = any(array(select trait_id from {band_traits}))"
     on = "mt.me_file_id = r.me_file_id"
+    if grouped:
+        on += " and bt.band_id = r.band_id"
     looked_up = ""
     if lookup:
         # OFFSET 0 keeps each lookup a separate index scan; MATERIALIZED keeps the traits'
         # hash join out of the loop (else the hash is rebuilt for every row)
         tags = f"tags mt join {traits} bt on bt.trait_id = mt.trait_id"
         on = "mt.rid = r.id"
-        looked_up = """
+        band = ""
+        if grouped:
+            tags += " and bt.band_id = mt.rband"
+            band = "r.band_id as rband, "
+        looked_up = f"""
     tags as materialized (
-        select r.id as rid, mt.id, mt.trait_id, mt.tag_value
+        select r.id as rid, {band}mt.id, mt.trait_id, mt.tag_value
         from rows r cross join lateral (
             select t.id, t.trait_id, t.tag_value from me_file_tags t
             where t.me_file_id = r.me_file_id offset 0) mt
@@ -120,50 +142,67 @@ def snapshot_select_sql(
 STAGE_TABLE = "qsnap_band_snapshots"
 TRAITS_TABLE = "qsnap_band_traits"
 ROWS_TABLE = "qsnap_band_rows"
+# a group job's tables: the band job's with each row's band (and its rows' batch numbers)
+GROUP_STAGE_TABLE = "qsnap_group_snapshots"
+GROUP_TRAITS_TABLE = "qsnap_group_traits"
+GROUP_ROWS_TABLE = "qsnap_group_rows"
 
 # The tables that carry a copy of the population's snapshot (DOMAIN.md "Offers and ad events")
 CARRIERS = ("offers", "ad_events")
 
-APPLY_SQL = f"""
-    with b as (
-        select id, snap from {STAGE_TABLE} where id > :last order by id limit :n
-    ), u as (
+NOW_SQL = "date_trunc('second', clock_timestamp() at time zone 'UTC')"
+
+
+def _update_sql(source: str, new: str, guard: str, grouped: bool) -> str:
+    """CTE ``u``: write the snapshots of CTE ``source`` (id, snap; ``grouped``: and band) into
+    the rows of their band that ``guard`` still selects, returning what it wrote."""
+    band = f"{source}.band" if grouped else ":band"
+    return f"""u as (
         update target_populations tp
-        set matching_tags_snapshot = b.snap,
-            updated_at = date_trunc('second', clock_timestamp() at time zone 'UTC')
-        from b
-        where tp.id = b.id and tp.target_band_id = :band and {{guard}}
-        returning tp.id, tp.me_file_id, tp.matching_tags_snapshot as snap
-    ){{carry}}
-    select (select max(id) from b), (select count(*) from u)
-"""
-
-# one row per population written, so the cursor's rowcount is the rows written
-WRITE_SQL = """
-    with v as (
-        select * from unnest(cast(cast(:ids as text) as bigint[]),
-                             cast(cast(:snaps as text) as text[])) as v(id, snap)
-    ), u as (
-        update target_populations tp
-        set matching_tags_snapshot = cast(v.snap as jsonb),
-            updated_at = date_trunc('second', clock_timestamp() at time zone 'UTC')
-        from v
-        where tp.id = v.id and tp.target_band_id = :band and {guard}
-        returning tp.id, tp.me_file_id, tp.matching_tags_snapshot as snap
-    ){carry}
-    select 1 from u
-"""
+        set matching_tags_snapshot = {new},
+            updated_at = {NOW_SQL}
+        from {source}
+        where tp.id = {source}.id and tp.target_band_id = {band} and {guard}
+        returning tp.id, tp.me_file_id, tp.target_band_id as band,
+                  tp.matching_tags_snapshot as snap
+    )"""
 
 
-def fill_carrier_sql(table: str) -> str:
+# the staged path's batches: keyset slices of a band's ids, or a group's numbered batches
+# without the rows of the bands in :skip (cancelled meanwhile)
+_STAGED_BATCH = {
+    False: f"select id, snap from {STAGE_TABLE} where id > :last order by id limit :n",
+    True: f"select id, band_id as band, snap from {GROUP_STAGE_TABLE} "
+    "where b = :b and band_id <> all(cast(:skip as int[]))",
+}
+_UNNEST = {
+    False: "select * from unnest(cast(cast(:ids as text) as bigint[]), "
+    "cast(cast(:snaps as text) as text[])) as v(id, snap)",
+    True: "select * from unnest(cast(cast(:ids as text) as bigint[]), "
+    "cast(cast(:snaps as text) as text[]), cast(cast(:bands as text) as int[])) as v(id, snap, band) "
+    "where band <> all(cast(:skip as int[]))",
+}
+# a band's batch says how far it got and how many rows it wrote (one row per population
+# written when relayed, so the cursor's rowcount is the rows written); a group's batch, how
+# many rows it wrote in each band
+_WRITTEN = "select band, count(*) from u group by band"
+_APPLY_RESULT = {False: "select (select max(id) from b), (select count(*) from u)", True: _WRITTEN}
+_WRITE_RESULT = {False: "select 1 from u", True: _WRITTEN}
+
+
+def fill_carrier_sql(table: str, grouped: bool = False) -> str:
     """Fill the band's offers or ad events still NULL beside a good snapshot of a population
-    that the job will not write (those are carried by the batches)."""
+    that the job will not write (those are carried by the batches); ``grouped``, those of
+    every band in ``:bands``."""
+    rows, bands = (GROUP_ROWS_TABLE, "= any(cast(:bands as int[]))")
+    if not grouped:
+        rows, bands = ROWS_TABLE, "= :band"
     return f"""
     update {table} c set matching_tags_snapshot = tp.matching_tags_snapshot
     from target_populations tp
-    where tp.target_band_id = :band and c.target_band_id = :band
+    where tp.target_band_id {bands} and c.target_band_id = tp.target_band_id
       and c.me_file_id = tp.me_file_id and c.matching_tags_snapshot is null
-      and not exists (select 1 from {ROWS_TABLE} r where r.id = tp.id)
+      and not exists (select 1 from {rows} r where r.id = tp.id)
       and {good_sql("tp.matching_tags_snapshot", "tp.me_file_id")}
     """
 
@@ -171,26 +210,34 @@ def fill_carrier_sql(table: str) -> str:
 _carriers: weakref.WeakKeyDictionary[Engine, tuple[str, ...]] = weakref.WeakKeyDictionary()
 
 
-def carry_sql(tables: tuple[str, ...], unchanged_from: str | None = None) -> str:
+def carry_sql(
+    tables: tuple[str, ...], unchanged_from: str | None = None, grouped: bool = False
+) -> str:
     """CTEs copying the snapshots written by CTE ``u`` (me_file_id, snap) into the NULL
     snapshots of the same (me_file, band)'s offers and ad events; nothing else of those rows
     changes. The join is on (me_file_id, target_band_id), one batch's rows at a time.
 
     With ``unchanged_from`` (the batch's CTE of (id, ...)), a row of the batch that ``u`` left
     alone because its snapshot is already right (force mode) passes its stored one on.
+    ``grouped`` batches hold rows of several bands: ``u`` and ``unchanged_from`` also yield
+    each row's ``band``, and each copy goes to its own row's band.
     """
     if not tables:
         return ""
     source = "u"
+    band = "s.band" if grouped else ":band"
     out = ""
     if unchanged_from is not None:
         source = "w"
+        kept, kept_band = (", u.band", ", tp.target_band_id") if grouped else ("", "")
+        row_band = f"{unchanged_from}.band" if grouped else ":band"
         out = f""", w as (
-        select u.me_file_id, u.snap from u
+        select u.me_file_id, u.snap{kept} from u
         union all
-        select tp.me_file_id, tp.matching_tags_snapshot from {unchanged_from} x
-        join target_populations tp on tp.id = x.id and tp.target_band_id = :band
-        where not exists (select 1 from u where u.id = x.id)
+        select tp.me_file_id, tp.matching_tags_snapshot{kept_band} from {unchanged_from}
+        join target_populations tp
+          on tp.id = {unchanged_from}.id and tp.target_band_id = {row_band}
+        where not exists (select 1 from u where u.id = {unchanged_from}.id)
           and {good_sql("tp.matching_tags_snapshot", "tp.me_file_id")}
     )"""
     # the batch's me_file ids as an index condition: a plain join of the CTE was planned as a
@@ -200,7 +247,7 @@ def carry_sql(tables: tuple[str, ...], unchanged_from: str | None = None) -> str
         update {table} c set matching_tags_snapshot = s.snap
         from {source} s
         where c.me_file_id = any(array(select me_file_id from {source}))
-          and c.me_file_id = s.me_file_id and c.target_band_id = :band
+          and c.me_file_id = s.me_file_id and c.target_band_id = {band}
           and c.matching_tags_snapshot is null
         returning 1
     )"""
@@ -216,16 +263,25 @@ def carriers_of(engine: Engine) -> tuple[str, ...]:
     return tables
 
 
-def apply_sql(engine: Engine, mode: Mode) -> str:
+def apply_sql(engine: Engine, mode: Mode, grouped: bool = False) -> str:
     """The staged path's batch statement, with the carriers of this engine's database."""
-    carry = carry_sql(carriers_of(engine), "b" if mode is Mode.FORCE else None)
-    return APPLY_SQL.format(guard=write_guard(mode, "b.snap"), carry=carry)
+    carry = carry_sql(carriers_of(engine), "b" if mode is Mode.FORCE else None, grouped)
+    update = _update_sql("b", "b.snap", write_guard(mode, "b.snap"), grouped)
+    return f"""
+    with b as ({_STAGED_BATCH[grouped]}), {update}{carry}
+    {_APPLY_RESULT[grouped]}
+    """
 
 
-def write_sql(engine: Engine, mode: Mode) -> str:
+def write_sql(engine: Engine, mode: Mode, grouped: bool = False) -> str:
     """The relayed path's batch statement, with the carriers of this engine's database."""
-    carry = carry_sql(carriers_of(engine), "v" if mode is Mode.FORCE else None)
-    return WRITE_SQL.format(guard=write_guard(mode, "cast(v.snap as jsonb)"), carry=carry)
+    new = "cast(v.snap as jsonb)"
+    carry = carry_sql(carriers_of(engine), "v" if mode is Mode.FORCE else None, grouped)
+    update = _update_sql("v", new, write_guard(mode, new), grouped)
+    return f"""
+    with v as ({_UNNEST[grouped]}), {update}{carry}
+    {_WRITE_RESULT[grouped]}
+    """
 
 
 # a band smaller than this share of all me_files reads its tags me_file by me_file
@@ -255,6 +311,20 @@ def tune_band_compute(conn: Connection, lookup: bool) -> None:
     )
 
 
+def _fill_carriers(conn: Connection, params: dict, grouped: bool) -> None:
+    tables = _carriers[conn.engine] = carrier_tables(conn)
+    for table in tables:
+        conn.execute(text(fill_carrier_sql(table, grouped)), params)
+
+
+def _lookup(conn: Connection, total: int) -> bool:
+    """Whether so few rows read their tags me_file by me_file (LOOKUP_SHARE)."""
+    me_files = conn.execute(
+        text("select reltuples from pg_class where oid = to_regclass('me_files')")
+    ).scalar()
+    return total < LOOKUP_SHARE * (me_files or 0)
+
+
 def prepare_band(conn: Connection, band_id: int, mode: Mode) -> tuple[int, bool]:
     """Temp tables of the band's traits and rows; returns (rows, read tags by lookup).
 
@@ -275,18 +345,61 @@ def prepare_band(conn: Connection, band_id: int, mode: Mode) -> tuple[int, bool]
         {"band": band_id},
     ).rowcount
     conn.execute(text(f"analyze {TRAITS_TABLE}, {ROWS_TABLE}"))
-    tables = _carriers[conn.engine] = carrier_tables(conn)
-    for table in tables:
-        conn.execute(text(fill_carrier_sql(table)), {"band": band_id})
-    me_files = conn.execute(
-        text("select reltuples from pg_class where oid = to_regclass('me_files')")
-    ).scalar()
-    return total, total < LOOKUP_SHARE * (me_files or 0)
+    _fill_carriers(conn, {"band": band_id}, grouped=False)
+    return total, _lookup(conn, total)
+
+
+def prepare_group(
+    conn: Connection, band_ids: list[int], mode: Mode, batch_size: int
+) -> tuple[dict[int, dict[int, int]], bool]:
+    """The group's temp tables: every band's traits, and the rows the mode selects in all of
+    them numbered into batches of ``batch_size`` in id order, across bands.
+
+    Returns (batch -> band -> rows, read tags by lookup). As ``prepare_band``, for every band
+    of the group: orphans are left out, and carriers still NULL beside a good snapshot that
+    no batch will write are filled now.
+    """
+    conn.execute(
+        text(f"drop table if exists {GROUP_STAGE_TABLE}, {GROUP_TRAITS_TABLE}, {GROUP_ROWS_TABLE}")
+    )
+    params = {"bands": band_ids}
+    conn.execute(
+        text(f"create temp table {GROUP_TRAITS_TABLE} as {band_traits_sql(grouped=True)}"),
+        params,
+    )
+    total = conn.execute(
+        text(
+            f"create temp table {GROUP_ROWS_TABLE} as select tp.id, tp.me_file_id, "
+            "tp.target_band_id as band_id, (row_number() over (order by tp.id) - 1) / :n as b "
+            "from target_populations tp where tp.target_band_id = any(cast(:bands as int[])) "
+            f"and tp.me_file_id is not null and {mode_predicate(mode)}"
+        ),
+        {**params, "n": batch_size},
+    ).rowcount
+    conn.execute(text(f"analyze {GROUP_TRAITS_TABLE}, {GROUP_ROWS_TABLE}"))
+    _fill_carriers(conn, params, grouped=True)
+    batches: dict[int, dict[int, int]] = {}
+    for batch, band, rows in conn.execute(
+        text(f"select b, band_id, count(*) from {GROUP_ROWS_TABLE} group by b, band_id")
+    ):
+        batches.setdefault(int(batch), {})[band] = rows
+    return batches, _lookup(conn, total)
 
 
 def band_select_sql(lookup: bool) -> str:
     return snapshot_select_sql(
         f"select id, me_file_id from {ROWS_TABLE}", TRAITS_TABLE, lookup=lookup
+    )
+
+
+def group_select_sql(lookup: bool) -> str:
+    """The group's snapshots as (b, id, band_id, snap), for its staged path."""
+    return snapshot_select_sql(
+        f"select id, me_file_id, band_id, b from {GROUP_ROWS_TABLE}",
+        GROUP_TRAITS_TABLE,
+        lookup=lookup,
+        batched=True,
+        grouped=True,
     )
 
 
@@ -300,6 +413,25 @@ def band_batches_sql(lookup: bool) -> str:
         "cast(array_agg(s.snap order by s.id) as text) "
         f"from ({snapshot_select_sql(rows, TRAITS_TABLE, lookup=lookup, as_text=True, batched=True)}) s "
         "group by s.b order by s.b"
+    )
+
+
+def group_batches_sql(lookup: bool) -> str:
+    """The group's snapshots as one row per numbered batch: its number, then array literals of
+    its ids, JSON and bands."""
+    select = snapshot_select_sql(
+        f"select id, me_file_id, band_id, b from {GROUP_ROWS_TABLE}",
+        GROUP_TRAITS_TABLE,
+        lookup=lookup,
+        as_text=True,
+        batched=True,
+        grouped=True,
+    )
+    return (
+        "select s.b, cast(array_agg(s.id order by s.id) as text), "
+        "cast(array_agg(s.snap order by s.id) as text), "
+        "cast(array_agg(s.band_id order by s.id) as text) "
+        f"from ({select}) s group by s.b order by s.b"
     )
 
 

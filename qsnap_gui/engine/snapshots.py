@@ -18,8 +18,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, TextClause, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from qsnap_gui.domain.jobs import (
@@ -67,7 +68,11 @@ def _orphan_holding(conn: Connection, band_id: int, orphans: set[int]) -> int | 
     """The pid of a session of this job's earlier attempts that still holds the band's lock."""
     row = conn.execute(text(_BAND_LOCK_HOLDER_SQL), {"kind": locks.BAND, "id": band_id}).first()
     conn.commit()
-    if row is None or row[0] not in orphans or row[1] != f"qsnap band {band_id}":
+    if (
+        row is None
+        or row[0] not in orphans
+        or row[1] not in (f"qsnap band {band_id}", GROUP_SESSION)
+    ):
         return None
     return int(row[0])
 
@@ -231,8 +236,12 @@ class _StepFailed(Exception):
         self.step = step
 
 
-def _job_session(conn: Connection, band_id: int) -> str:
-    """Name the session after the band and relax its commits; returns the statement timeout.
+# the application_name of a group job's sessions (a band job's names its band)
+GROUP_SESSION = "qsnap band group"
+
+
+def _job_session(conn: Connection, name: str) -> str:
+    """Name the session (after its band) and relax its commits; returns the statement timeout.
 
     A larger GIN pending list (64 MB instead of 4 MB) lets the snapshot index take a band's
     entries in fewer, larger merges: 1 M rows written in 27 s instead of 30 s.
@@ -244,7 +253,7 @@ def _job_session(conn: Connection, band_id: int) -> str:
             "set_config('gin_pending_list_limit', '65536', false), "
             "current_setting('statement_timeout')"
         ),
-        {"name": f"qsnap band {band_id}"},
+        {"name": name},
     ).one()[3]
 
 
@@ -278,7 +287,7 @@ def _run_once(
             pid = backend_pid(conn)
             try:
                 step = "starting the job"
-                timeout = _job_session(conn, band_id)
+                timeout = _job_session(conn, f"qsnap band {band_id}")
                 _wait_for_band_lock(conn, band_id, cancel, report, say, orphans)
                 report(Progress(band_id, JobState.RUNNING, attempt=attempt, message="computing"))
                 computing = time.monotonic()
@@ -293,19 +302,28 @@ def _run_once(
                         f"{plural(batches, 'batch', 'batches')} by {writers} connections "
                         f"({mode} mode)"
                     )
+                    write = text(write_sql(engine, mode))
+
+                    def write_batch(writer: Connection, item: tuple[str, str]) -> None:
+                        ids, snaps = item
+                        params = {"ids": ids, "snaps": snaps, "band": band_id}
+                        written = writer.execute(write, params).rowcount
+                        writer.commit()
+                        tally.batch_done(ids.count(",") + 1, written)
+
                     _relay(
                         engine,
                         conn,
-                        band_id,
-                        mode,
-                        batch_size,
+                        f"qsnap band {band_id}",
+                        text(band_batches_sql(lookup)),
+                        {"n": batch_size},
                         lookup,
                         writers,
                         cancel,
-                        tally,
+                        write_batch,
                         live,
                     )
-                    _flush_commits(conn, tally)
+                    _flush_commits(conn, tally.written)
                     return tally.written, total, batches
                 tune_band_compute(conn, lookup)
                 conn.execute(text(f"create temp table {STAGE_TABLE} as {band_select_sql(lookup)}"))
@@ -327,13 +345,13 @@ def _run_once(
                     ).one()
                     conn.commit()
                     tally.batch_done(min(batch_size, total - (batch - 1) * batch_size), count)
-                _flush_commits(conn, tally)
+                _flush_commits(conn, tally.written)
                 return tally.written, total, batches
             except Cancelled:
-                _flush_commits(conn, tally)
+                _flush_commits(conn, tally.written)
                 raise
             finally:
-                _release(conn, band_id)
+                _release(conn, [band_id], BAND_TABLES)
                 if pid is not None and conn.invalidated:
                     orphans.add(pid)
     except Cancelled:
@@ -348,13 +366,13 @@ def _run_once(
         raise _FailedAfter(tally.written, exc, timeout, step) from exc
 
 
-def _flush_commits(conn: Connection, tally: _Tally) -> None:
+def _flush_commits(conn: Connection, written: int) -> None:
     """Make every batch this job reported written durable before the job says so.
 
     Batches commit with synchronous_commit off; one synchronous commit (a transaction with an
     id, so that it writes a commit record) flushes the WAL of all of them, writers' included.
     """
-    if not tally.written or conn.invalidated:
+    if not written or conn.invalidated:
         return
     conn.rollback()
     conn.execute(text("set local synchronous_commit = on"))
@@ -365,31 +383,33 @@ def _flush_commits(conn: Connection, tally: _Tally) -> None:
 def _relay(
     engine: Engine,
     conn: Connection,
-    band_id: int,
-    mode: Mode,
-    batch_size: int,
+    name: str,
+    batches: TextClause,
+    params: dict,
     lookup: bool,
     writers: int,
     cancel: CancelFlag,
-    tally: _Tally,
+    write: Callable[[Connection, tuple], None],
     live: list[Connection],
 ) -> None:
-    """Stream the band's snapshots from this session to ``writers`` connections.
+    """Stream the batches that ``batches`` yields from this session to ``writers`` connections.
 
     A large band's writes cost more than computing its snapshots, and one connection uses one
-    core: its batches (still keyset-ordered slices of 500 ids, one transaction each) are
-    written by several connections at once while this session, holding the band's lock,
-    computes them once. A crash leaves whole batches written and the rest NULL, as before.
-    A writer that fails stops the stream; a put never waits on writers that have all ended.
+    core: its batches (still slices of 500 ids in id order, one transaction each) are written
+    by several connections at once while this session, holding the band's lock, computes them
+    once. ``write`` writes and commits one batch on a writer's connection, and reports it. A
+    crash leaves whole batches written and the rest NULL, as before. A writer that fails
+    stops the stream; a put never waits on writers that have all ended; a set ``cancel``
+    stops it too.
     """
-    work: queue.Queue[tuple[str, str] | None] = queue.Queue(maxsize=2 * writers)
+    work: queue.Queue[tuple | None] = queue.Queue(maxsize=2 * writers)
     stop = threading.Event()
     failures: list[_StepFailed] = []
     threads = [
         threading.Thread(
             target=_write_batches,
-            args=(engine, band_id, mode, work, stop, cancel, tally, failures, live),
-            name=f"qsnap band {band_id} writer {n + 1}",
+            args=(engine, name, work, stop, cancel, failures, live, write),
+            name=f"{name} writer {n + 1}",
             daemon=True,
         )
         for n in range(writers)
@@ -397,7 +417,7 @@ def _relay(
     for thread in threads:
         thread.start()
 
-    def hand_over(item: tuple[str, str] | None) -> bool:
+    def hand_over(item: tuple | None) -> bool:
         while True:
             try:
                 work.put(item, timeout=0.1)
@@ -413,14 +433,12 @@ def _relay(
         conn.execute(text("set local cursor_tuple_fraction = 1"))
         tune_band_compute(conn, lookup)
         # each fetched row is a whole batch, as array literals, so that Python only passes
-        # two strings along: building and adapting 500-element lists cost a core of its own
+        # strings along: building and adapting 500-element lists cost a core of its own
         result = conn.execute(
-            text(band_batches_sql(lookup)),
-            {"n": batch_size},
-            execution_options={"stream_results": True, "max_row_buffer": 4},
+            batches, params, execution_options={"stream_results": True, "max_row_buffer": 4}
         )
-        for ids, snaps in result:
-            if cancel.is_set() or stop.is_set() or not hand_over((ids, snaps)):
+        for row in result:
+            if cancel.is_set() or stop.is_set() or not hand_over(tuple(row)):
                 break
         result.close()
     except Exception as exc:
@@ -439,28 +457,26 @@ def _relay(
 
 def _write_batches(
     engine: Engine,
-    band_id: int,
-    mode: Mode,
+    name: str,
     work: queue.Queue,
     stop: threading.Event,
     cancel: CancelFlag,
-    tally: _Tally,
     failures: list[_StepFailed],
     live: list[Connection],
+    write: Callable[[Connection, tuple], None],
 ) -> None:
     """One writer: each batch taken from ``work`` in its own transaction, until told to stop.
 
     It keeps taking batches after a failure or a cancel (without writing them) so that the
     session streaming them never blocks; whatever goes wrong is recorded, never raised.
     """
-    write = text(write_sql(engine, mode))
     conn: Connection | None = None
     try:
         try:
             # connected while the first batches are still being computed
             conn = engine.connect()
             live.append(conn)
-            _job_session(conn, band_id)
+            _job_session(conn, name)
             conn.commit()
         except Exception as exc:
             failures.append(_StepFailed(exc, "connecting a writer"))
@@ -469,18 +485,11 @@ def _write_batches(
         while (item := work.get()) is not None:
             if stop.is_set() or cancel.is_set() or conn is None:
                 continue
-            ids, snaps = item
-            rows = ids.count(",") + 1
             try:
-                written = conn.execute(
-                    write, {"ids": ids, "snaps": snaps, "band": band_id}
-                ).rowcount
-                conn.commit()
+                write(conn, item)
             except Exception as exc:
                 failures.append(_StepFailed(exc, "a batch"))
                 stop.set()
-                continue
-            tally.batch_done(rows, written)
     except Exception as exc:
         failures.append(_StepFailed(exc, "a batch"))
         stop.set()
@@ -504,14 +513,18 @@ def _reset_session(conn: Connection) -> None:
         conn.invalidate()
 
 
-def _release(conn: Connection, band_id: int) -> None:
-    """Unlock the band and drop the job's temp tables before the connection goes back."""
+BAND_TABLES = f"{STAGE_TABLE}, {TRAITS_TABLE}, {ROWS_TABLE}"
+
+
+def _release(conn: Connection, band_ids: Iterable[int], tables: str) -> None:
+    """Unlock the bands and drop the job's temp tables before the connection goes back."""
     if conn.invalidated:
         return
     try:
         conn.rollback()
-        locks.unlock(conn, locks.BAND, band_id)
-        conn.execute(text(f"drop table if exists {STAGE_TABLE}, {TRAITS_TABLE}, {ROWS_TABLE}"))
+        for band_id in band_ids:
+            locks.unlock(conn, locks.BAND, band_id)
+        conn.execute(text(f"drop table if exists {tables}"))
         conn.commit()
     except DBAPIError:
         conn.invalidate()
