@@ -18,7 +18,7 @@ from qsnap_gui.cli import main
 from qsnap_gui.engine.flows import refresh_population
 from qsnap_gui.engine.inspection import resnapshot_row
 from qsnap_gui.engine.snapshots import JobState, snapshot_band
-from qsnap_gui.store.db import POPULATE_PRIVILEGES, open_database
+from qsnap_gui.store.db import POPULATE_PRIVILEGES, TEMPORARY_PRIVILEGE, open_database
 from tests.worlds import reference_membership, reference_snapshots, stored_snapshots, table_digests
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -196,6 +196,44 @@ def test_one_missing_column_privilege_is_named_before_the_job_starts(fresh_db, r
         before.pop(carrier, None)
         after.pop(carrier, None)
     assert after == before
+
+
+def test_a_role_without_temporary_is_refused_every_job_before_it_starts(fresh_db, roles, capsys):
+    database = fresh_db.url.database
+    grants = readme_grants("{role}", database)
+    connect = [g for g in grants if " ON DATABASE " in g]
+    assert len(connect) == 1 and "TEMPORARY" in connect[0]
+    url = roles(*[g.replace("CONNECT, TEMPORARY ON", "CONNECT ON") for g in grants])
+    as_role = open_database(url)
+    try:
+        assert TEMPORARY_PRIVILEGE not in as_role.privileges
+        assert set(POPULATE_PRIVILEGES) - as_role.privileges == {TEMPORARY_PRIVILEGE}
+    finally:
+        as_role.dispose()
+    before = table_digests(fresh_db.engine)
+    for args, action in (
+        (["snapshot", "--target", "1"], "snapshot"),
+        (["snapshot", "--band", "1", "--mode", "force"], "snapshot"),
+        (["backfill", "--yes"], "backfill --yes"),
+        (["populate", "2"], "populate"),
+    ):
+        code, out, err = run(capsys, "--dsn", url, *args)
+        assert code == 2 and not out, (args, out, err)
+        assert err.strip() == (
+            f"qsnap: {action}: your database role lacks TEMPORARY on the database "
+            "(GRANT TEMPORARY ON DATABASE <database> TO <role>)"
+        ), err
+    assert run(capsys, "--dsn", url, "backfill", "--dry-run")[0] == 0
+    assert table_digests(fresh_db.engine) == before
+    # what the check spares the operator: the job fails on its first statement, every attempt
+    as_role = open_database(url)
+    try:
+        result = snapshot_band(as_role.engine, 1, backoff=0.01)
+    finally:
+        as_role.dispose()
+    assert result.state is JobState.FAILED
+    assert "permission denied to create temporary tables" in result.error
+    assert table_digests(fresh_db.engine) == before
 
 
 def test_read_only_flag_refuses_every_write_and_the_session_cannot_write(fresh_db, capsys):

@@ -236,6 +236,13 @@ _CARRIER_CHECKS = {
 }
 _WRITE_CHECKS.update(_CARRIER_CHECKS)
 
+# every band job stages its traits, rows and snapshots in temporary tables: without this
+# privilege it failed on its first statement, three attempts over, after the operator confirmed
+TEMPORARY_PRIVILEGE = "TEMPORARY on the database (GRANT TEMPORARY ON DATABASE <database> TO <role>)"
+_WRITE_CHECKS[TEMPORARY_PRIVILEGE] = (
+    "select has_database_privilege(current_database(), 'TEMPORARY')"
+)
+
 
 def write_privileges(conn) -> set[str]:
     """Write privileges the role holds, so the window can disable what it may not do."""
@@ -255,11 +262,13 @@ def missing_privileges(db: Database, *needed: str) -> list[str]:
     return [n for n in needed if n not in db.privileges]
 
 
-SNAPSHOT_PRIVILEGES = (
+# one row's re-snapshot (the inspector) writes without temporary tables
+ROW_SNAPSHOT_PRIVILEGES = (
     "UPDATE target_populations(matching_tags_snapshot)",
     "UPDATE target_populations(updated_at)",
     *_CARRIER_CHECKS,
 )
+SNAPSHOT_PRIVILEGES = (*ROW_SNAPSHOT_PRIVILEGES, TEMPORARY_PRIVILEGE)
 POPULATE_PRIVILEGES = tuple(_WRITE_CHECKS)
 DEPOPULATE_PRIVILEGES = (
     "DELETE on target_populations",
