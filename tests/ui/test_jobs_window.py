@@ -9,7 +9,6 @@ from collections import defaultdict
 import psycopg
 from PySide6.QtCore import QTimer
 from uihelp import (
-    answer_yes,
     band,
     bands_by_size,
     job_cell,
@@ -23,6 +22,7 @@ from uihelp import (
 
 from qsnap_gui.engine.population import apply_membership
 from qsnap_gui.engine.snapshots import JobState
+from qsnap_gui.ui.dialogs.refresh_preview import RefreshPreviewDialog
 from qsnap_gui.ui.jobs import JobKind
 from qsnap_gui.ui.models import JOB_ROLE, BandsModel, JobsModel, TargetsModel
 
@@ -50,13 +50,12 @@ def no_active_jobs(window) -> bool:
     return not window.controller.active()
 
 
-def test_refresh_population_from_its_action(database, sql, make_window, qtbot, monkeypatch):
+def test_refresh_population_from_its_action(database, sql, make_window, qtbot):
     target_id = 1
     band_ids = sorted(bands_by_size(sql, target_id))
     null_out(sql, band_ids)
     window = make_window(database, batch_size=100)
     window.preferences.confirm_refresh = True
-    asked = answer_yes(monkeypatch)
     select_target(window, qtbot, target_id)
     title = window.current_target().title
     seen = record_band_progress(window)
@@ -64,7 +63,11 @@ def test_refresh_population_from_its_action(database, sql, make_window, qtbot, m
 
     assert window.act_refresh.isEnabled()
     window.act_refresh.trigger()
-    assert asked == [f"This will recalculate populations for all bands of {title}. Continue?"]
+    confirm = window.findChild(RefreshPreviewDialog)
+    assert confirm.question.text() == (
+        f"This will recalculate populations for all bands of {title}. Continue?"
+    )
+    confirm.refresh_button.click()
     qtbot.waitUntil(lambda: no_active_jobs(window), timeout=WAIT_MS)
     qtbot.waitUntil(
         lambda: (

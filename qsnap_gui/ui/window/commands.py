@@ -19,6 +19,7 @@ from qsnap_gui.logs import log_dir
 from qsnap_gui.ui import format as fmt
 from qsnap_gui.ui.backfill import BackfillWizard
 from qsnap_gui.ui.dialogs import PreferencesDialog
+from qsnap_gui.ui.dialogs.refresh_preview import RefreshPreviewDialog
 from qsnap_gui.ui.window.actions import cancellable_jobs
 from qsnap_gui.ui.window.panes import menu_of
 
@@ -56,10 +57,32 @@ class Commands(QObject):
         target = w.current_target()
         if target is None or not w.act_refresh.isEnabled():
             return
-        title = target.display_title
-        text = f"This will recalculate populations for all bands of {title}. Continue?"
-        if w.preferences.confirm_refresh and not self.ask("Refresh Population", text):
+        if w.preferences.confirm_refresh:
+            self._confirm_refresh(target)
             return
+        self._start_refresh(target)
+
+    def _confirm_refresh(self, target: TargetRow) -> None:
+        """The confirmation shows the refresh's preview; Refresh starts it if still allowed."""
+        w = self.w
+        dialog = RefreshPreviewDialog(
+            w.database, target.id, target.display_title, w.runner, parent=w
+        )
+        dialog.inspect_requested.connect(w.inspect)
+        dialog.accepted.connect(partial(self._refresh_confirmed, target))
+        dialog.finished.connect(dialog.deleteLater)
+        dialog.open()
+
+    def _refresh_confirmed(self, target: TargetRow) -> None:
+        current = self.w.current_target()
+        if current is None or current.id != target.id or not self.w.act_refresh.isEnabled():
+            self._say(f"Refresh Population of {target.display_title} not started: refused now")
+            return
+        self._start_refresh(target)
+
+    def _start_refresh(self, target: TargetRow) -> None:
+        w = self.w
+        title = target.display_title
         if w.oban.runs_jobs():
             w.oban.submit_refresh(target)
             return
