@@ -3,8 +3,12 @@ shape with their tree and comparison line, paging past 200, absent without the t
 
 from __future__ import annotations
 
+import csv
+import json
+
 import pytest
 from PySide6.QtCore import QModelIndex
+from PySide6.QtGui import QGuiApplication
 from sqlalchemy import text
 
 from qsnap_gui.domain.codec import Shape
@@ -155,3 +159,25 @@ def test_section_absent_without_the_tables(qtbot, create_db, drop):
         inspector.runner.wait(10_000)
         inspector.offers.runner.wait(10_000)
         database.dispose()
+
+
+def test_copy_json_and_csv_act_on_the_chosen_offer(qtbot, offers_db, tmp_path):
+    inspector = open_inspector(qtbot, offers_db, 1)
+    panel = inspector.offers
+    inspector.sections.setCurrentIndex(OFFERS_SECTION)
+    row = next(i for i, r in enumerate(panel.models[OFFERS].rows) if r.id == 2)
+    panel.select(OFFERS, row)
+    assert inspector.copy_button.isEnabled() and inspector.csv_button.isEnabled()
+    inspector.copy_json()
+    assert json.loads(QGuiApplication.clipboard().text()) == json.loads(OFFER_CASES[1][1])
+    path = inspector.save_tree_csv(str(tmp_path / "offer.csv"))
+    with open(path, encoding="utf-8", newline="") as f:
+        assert len(list(csv.reader(f))) == 1 + 2  # a header and the offer's two tags
+    missing = next(i for i, r in enumerate(panel.models[OFFERS].rows) if r.id == 4)
+    panel.select(OFFERS, missing)
+    assert inspector.copy_button.isEnabled() and not inspector.csv_button.isEnabled()
+    inspector.copy_json()
+    assert QGuiApplication.clipboard().text() == "null"
+    inspector.sections.setCurrentIndex(0)  # the membership's snapshot again
+    inspector.copy_json()
+    assert json.loads(QGuiApplication.clipboard().text()) == inspector.current_membership().raw

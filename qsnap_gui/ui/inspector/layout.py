@@ -57,9 +57,13 @@ class InspectorLayout:
         w.refresh_button.setToolTip("Read this me_file again")
         w.refresh_button.setEnabled(False)
         w.copy_button = QPushButton("Copy JSON")
-        w.copy_button.setToolTip("Copy the stored snapshot of this membership as JSON")
+        w.copy_button.setToolTip(
+            "Copy the stored snapshot of this membership (or offer, or ad event) as JSON"
+        )
         w.csv_button = QPushButton("Save tree as CSV…")
-        w.csv_button.setToolTip("Save the snapshot tree of this membership as a CSV file")
+        w.csv_button.setToolTip(
+            "Save the snapshot tree of this membership (or offer, or ad event) as a CSV file"
+        )
         row = QHBoxLayout()
         row.addWidget(w.subtitle, 1)
         for button in (w.refresh_button, w.copy_button, w.csv_button):

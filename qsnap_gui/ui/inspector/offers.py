@@ -16,6 +16,7 @@ from PySide6.QtCore import QModelIndex, Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QPlainTextEdit,
     QPushButton,
@@ -27,10 +28,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from qsnap_gui.domain.codec import Decoded
 from qsnap_gui.domain.shapes import shape_info
 from qsnap_gui.engine import views
 from qsnap_gui.engine.offers_view import (
     AD_EVENTS,
+    KIND_WORDS,
     KINDS,
     OFFERS,
     CarrierRow,
@@ -85,6 +88,7 @@ class OffersPanel(QWidget):
     """A me_file's offers and ad events, and the chosen one's snapshot and comparison."""
 
     availabilityChanged = Signal(bool)  # noqa: N815
+    rowShown = Signal()  # another row (or none) on show  # noqa: N815
     loaded = Signal(object)  # LoadedOffers  # noqa: N815
     loadFailed = Signal(str)  # noqa: N815
 
@@ -121,7 +125,12 @@ class OffersPanel(QWidget):
         table.verticalHeader().setDefaultSectionSize(table.fontMetrics().height() + 10)
         header = table.horizontalHeader()
         header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
-        fit_headers(header, stretch=OffersModel.COMPARED)
+        # each column as wide as its contents, the verdict the rest (elided, the full line in
+        # its tooltip): a dock a third of 1280 px wide shows every column
+        for col in range(len(OffersModel.COLUMNS)):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(OffersModel.COMPARED, QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(40)
         table.selectionModel().currentRowChanged.connect(
             lambda current, _previous, k=kind: self._row_changed(k, current)
         )
@@ -149,8 +158,10 @@ class OffersPanel(QWidget):
         top_layout.addWidget(self.kinds, 1)
         top_layout.addLayout(foot)
 
-        self.where = ElidedLabel()
+        self.where = QLabel()
         self.where.setObjectName("paneSubtitle")
+        self.where.setWordWrap(True)
+        self.where.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.shape_badge = pill()
         self.verdict_badge = pill()
         badges = QHBoxLayout()
@@ -203,6 +214,15 @@ class OffersPanel(QWidget):
     def current_row(self) -> CarrierRow | None:
         kind = self.current_kind()
         return self.models[kind].row_at(self.tables[kind].currentIndex())
+
+    def chosen_snapshot(self) -> tuple[Decoded, str, str] | None:
+        """(decoded, JSON text, CSV file name) of the chosen row, for Copy JSON and Save CSV."""
+        r = self.current_row()
+        view = self._views.get((r.kind, r.id)) if r is not None else None
+        if view is None:
+            return None
+        name = f"me_file_{self.me_file_id}_{KIND_WORDS[r.kind].replace(' ', '_')}_{r.id}.csv"
+        return r.decoded, view.json_text, name
 
     def select(self, kind: str, row: int) -> None:
         self.kinds.setCurrentIndex(KINDS.index(kind))
@@ -326,6 +346,7 @@ class OffersPanel(QWidget):
             self.load_more(kind)
 
     def _show_row(self, r: CarrierRow | None) -> None:
+        self.rowShown.emit()
         view = self._views.get((r.kind, r.id)) if r is not None else None
         if r is None or view is None:
             self.tree_model.set_root(Node(NodeKind.ROOT, ""))

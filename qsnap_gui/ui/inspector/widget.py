@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from qsnap_gui.domain.codec import Shape
+from qsnap_gui.domain.codec import Decoded, Shape
 from qsnap_gui.domain.shapes import Colour, shape_info
 from qsnap_gui.engine.inspection import InspectReport, Membership, resnapshot_row
 from qsnap_gui.store.db import SNAPSHOT_PRIVILEGES, Database
@@ -89,6 +89,8 @@ class InspectorWidget(QWidget):
         self.offers.availabilityChanged.connect(
             lambda on: self.sections.setTabVisible(OFFERS_SECTION, on)
         )
+        self.offers.rowShown.connect(self._update_snapshot_buttons)
+        self.sections.currentChanged.connect(self._update_snapshot_buttons)
         self.stack = QStackedWidget()
         self.stack.addWidget(self.placeholder)
         self.stack.addWidget(self.sections)
@@ -150,28 +152,43 @@ class InspectorWidget(QWidget):
         view.meFileActivated.connect(lambda m, b=band_id: self.open_me_file(m, band_id=b))
         return view
 
+    def _chosen_snapshot(self) -> tuple[Decoded, str, str] | None:
+        """(decoded, JSON text, CSV file name) of the snapshot on show: the chosen offer or ad
+        event on the offers tab, else the chosen membership's."""
+        if self.sections.currentIndex() == OFFERS_SECTION:
+            return self.offers.chosen_snapshot()
+        m, view = self.current_membership(), self._current_view()
+        if m is None or view is None:
+            return None
+        return m.decoded, view.json_text, f"me_file_{self.report.me_file_id}_band_{m.band_id}.csv"
+
+    def _update_snapshot_buttons(self, *_args: object) -> None:
+        chosen = self._chosen_snapshot()
+        self.copy_button.setEnabled(chosen is not None)
+        self.csv_button.setEnabled(chosen is not None and bool(chosen[0].parents))
+
     @Slot()
     def copy_json(self) -> None:
-        view = self._current_view()
-        if view is None:
+        chosen = self._chosen_snapshot()
+        if chosen is None:
             return
-        QGuiApplication.clipboard().setText(view.json_text)
-        self._say(f"Copied {len(view.json_text):,} characters of JSON")
+        QGuiApplication.clipboard().setText(chosen[1])
+        self._say(f"Copied {len(chosen[1]):,} characters of JSON")
 
     def save_tree_csv(self, path: str | None = None) -> str | None:
         """Save the chosen snapshot's tree as CSV; asks for a file name when none is given."""
-        m = self.current_membership()
-        if m is None:
+        chosen = self._chosen_snapshot()
+        if chosen is None:
             return None
+        decoded, _json, suggested = chosen
         if not path:
-            suggested = f"me_file_{self.report.me_file_id}_band_{m.band_id}.csv"
             path, _filter = QFileDialog.getSaveFileName(
                 self, "Save tree as CSV", save_path(suggested), "CSV files (*.csv);;All files (*)"
             )
             if not path:
                 return None
         try:
-            rows = write_csv(path, m.decoded)
+            rows = write_csv(path, decoded)
         except OSError as exc:
             self._say(f"Could not save {path}: {exc.strerror or exc}", error=True)
             return None
@@ -321,8 +338,7 @@ class InspectorWidget(QWidget):
         self._show_membership(self.current_membership())
 
     def _show_membership(self, m: Membership | None) -> None:
-        for w in (self.copy_button, self.csv_button):
-            w.setEnabled(m is not None)
+        self._update_snapshot_buttons()
         if m is None:
             self._show_nothing()
             return
@@ -333,7 +349,6 @@ class InspectorWidget(QWidget):
         self.shape_badge.setToolTip(info.tip)
         self.shape_badge.show()
         self.never_bar.setVisible(shape is Shape.MISSING)
-        self.csv_button.setEnabled(bool(m.decoded.parents))
         self.snapshot_info.setText(
             f"{m.band_label} · band {m.band_id} · population row {m.population_id}"
             f" · updated {fmt.stamp(m.updated_at)}"

@@ -61,7 +61,7 @@ def where_text(r: CarrierRow) -> str:
 class OffersModel(TableModel):
     """Rows of one kind; ``append`` adds a page below the rows shown."""
 
-    COLUMNS = ("Created (UTC)", "Campaign", "Band", "Shape", "Compared with population")
+    COLUMNS = ("Created (UTC)", "Campaign", "Band", "Shape", "Compared")
     CREATED, CAMPAIGN, BAND, SHAPE, COMPARED = range(5)
     TIPS = {
         1: "The campaign the offer belongs to",
