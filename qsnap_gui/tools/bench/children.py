@@ -55,3 +55,9 @@ def strategy_command(strategy: str, band_ids: list[int]) -> list[str]:
 def qsnap_command(*args: str) -> list[str]:
     """A qsnap command line; the database comes from QSNAP_DATABASE_URL."""
     return [sys.executable, "-m", "qsnap_gui.cli", *args]
+
+
+def process_start(url: str) -> float:
+    """Seconds a qsnap process takes to start and exit (``qsnap --version``: its imports),
+    which every command timed by wall clock includes."""
+    return run_child(qsnap_command("--version"), url, "qsnap --version").seconds

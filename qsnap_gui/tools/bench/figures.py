@@ -74,6 +74,8 @@ class ScaleFigures:
     world: WorldOptions = field(default_factory=WorldOptions)
     tags: int | None = None
     band_rows: list[int] = field(default_factory=list)
+    # what every qsnap process timed by wall clock spends before its work: `qsnap --version`
+    process_start_seconds: float | None = None
 
     def ratio(self, a: str, b: str) -> float | None:
         if a in self.strategies and b in self.strategies and self.strategies[b].seconds:
@@ -103,5 +105,6 @@ class ManyTargetsFigures:
     rows_equal: bool | None = None
     mismatches: int = 0
     left_to_fix: int | None = None  # what a backfill --dry-run after the run still finds
+    process_start_seconds: float | None = None
     server: str = "embedded"
     settings: dict[str, str] = field(default_factory=dict)

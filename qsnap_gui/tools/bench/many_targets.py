@@ -21,7 +21,7 @@ from qsnap_gui.domain.codec import broken_sql, same_sql
 from qsnap_gui.engine.backfill import OFFERS_LEFT_NULL
 from qsnap_gui.store.db import make_engine
 from qsnap_gui.store.dsn import normalize_url
-from qsnap_gui.tools.bench.children import qsnap_command, run_child
+from qsnap_gui.tools.bench.children import process_start, qsnap_command, run_child
 from qsnap_gui.tools.bench.figures import CommandFigures, ManyTargetsFigures
 from qsnap_gui.tools.bench.runs import UNTOUCHED
 from qsnap_gui.tools.bench.servers import BenchServer
@@ -236,6 +236,7 @@ def bench_many_targets(
                 server=server.label,
                 settings=dict(server.settings),
             )
+            figures.process_start_seconds = process_start(url)
             figures.commands, figures.left_to_fix = _timed_commands(engine, url, say)
         finally:
             autovacuum(engine, True)

@@ -58,6 +58,11 @@ def render(results: list[ScaleFigures]) -> str:
                 "force time; rows "
                 + ("equal to the reference" if s.equal else "DIFFER from the reference")
             )
+        if f.process_start_seconds is not None:
+            lines.append(
+                f"{'':>9} qsnap commands are timed as operators run them, start included "
+                f"(a qsnap process starts and exits in {f.process_start_seconds:.2f}s)"
+            )
         if f.populate_seconds is not None:
             gen = f"{f.generator_seconds:.1f}s" if f.generator_seconds is not None else "reused"
             lines.append(
@@ -102,6 +107,11 @@ def render_many(f: ManyTargetsFigures) -> str:
         rate = f"{c.rows / c.seconds:,.0f}" if c.rows and c.seconds else "-"
         lines.append(
             f"{c.command:<44} {c.seconds:>8.2f} {rows:>9} {rate:>9} {c.peak_rss_mb:>6.0f} MB"
+        )
+    if f.process_start_seconds is not None:
+        lines.append(
+            "each command's own process, start included "
+            f"(a qsnap process starts and exits in {f.process_start_seconds:.2f}s)"
         )
     lines.append(
         "rows equal to the reference after the run: "

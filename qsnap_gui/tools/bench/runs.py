@@ -14,7 +14,12 @@ from sqlalchemy import Engine, text
 
 from qsnap_gui.store.db import make_engine
 from qsnap_gui.store.dsn import normalize_url
-from qsnap_gui.tools.bench.children import qsnap_command, run_child, strategy_command
+from qsnap_gui.tools.bench.children import (
+    process_start,
+    qsnap_command,
+    run_child,
+    strategy_command,
+)
 from qsnap_gui.tools.bench.figures import (
     ScaleFigures,
     StaleFigures,
@@ -117,6 +122,7 @@ def _bench_world(
             max(m for _, m, _ in runs),
             runs[-1][2],
         )
+    figures.process_start_seconds = process_start(url)
     figures.stale = stale_repair(engine, url, band_ids, say)
     with engine.begin() as conn:
         conn.execute(text(f"drop table if exists {BASELINE_TABLE}"))

@@ -52,17 +52,15 @@ class BenchServer:
                 conn.execute(sql.SQL("create database {}").format(sql.Identifier(name)))
         return self.url(name)
 
-    def exists(self, name: str) -> bool:
-        with self._connect() as conn:
-            return bool(
-                conn.execute("select 1 from pg_database where datname = %s", (name,)).fetchone()
-            )
-
     def drop(self, name: str) -> None:
+        """Drop a scratch database, ending its sessions (PostgreSQL 13 and later)."""
         with self._connect() as conn:
-            conn.execute(
-                sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
-            )
+            try:
+                conn.execute(
+                    sql.SQL("drop database if exists {} with (force)").format(sql.Identifier(name))
+                )
+            except psycopg.errors.SyntaxError:  # before 13: no FORCE, and no session is left
+                conn.execute(sql.SQL("drop database if exists {}").format(sql.Identifier(name)))
 
     def read_settings(self) -> None:
         with self._connect() as conn:
