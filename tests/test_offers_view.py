@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -23,6 +24,8 @@ from qsnap_gui.engine.offers_view import (
 )
 from qsnap_gui.store.db import open_database
 from tests.worlds import World, load_world, table_digests
+
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 OWN_RENT = [
     [10, "Home Own/Rent", 1, [[12, "Rent", 2]]],
@@ -357,3 +360,21 @@ def test_cli_without_the_tables(create_db, capsys):
     assert cli.main(["--dsn", url, "inspect", "1", "--offers"]) == 0
     out = capsys.readouterr().out
     assert "offers and ad events: none in this database (or this role may not read them)" in out
+
+
+def test_readme_example_has_the_keys_of_the_output(world_url, capsys):
+    """The README's ``inspect --offers --json`` example is the shape the command prints."""
+    section = README.read_text(encoding="utf-8").split("### Why was this person shown this ad?")[1]
+    example = json.loads(section.split("```json", 1)[1].split("```", 1)[0])
+    assert cli.main(["--dsn", world_url, "inspect", "1", "--offers", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    offers, events = out["offers"], out["ad_events"]
+    assert example.keys() == offers.keys()
+    for row in example["rows"]:
+        assert row.keys() == offers["rows"][0].keys()
+        assert row["comparison"].keys() == offers["rows"][0]["comparison"].keys()
+        assert {*row.keys(), "offer_id"} == events["rows"][0].keys()
+    verdicts = {str(v) for v in Verdict}
+    assert {r["comparison"]["verdict"] for r in example["rows"]} <= verdicts
+    for verdict in verdicts:
+        assert f"| `{verdict}`" in section or f"/ `{verdict}`" in section
