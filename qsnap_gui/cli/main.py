@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         "left) and write nothing",
     )
     p.add_argument("--json", action="store_true", help="with --preview: machine-readable output")
+    p.add_argument(
+        "--no-stale",
+        action="store_true",
+        help="with --preview: skip the stale check of kept snapshots (it builds each one: the "
+        "slowest part)",
+    )
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N")
     engine_options(p, wait=True)
     p.set_defaults(handler=cmd_populate)
