@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import psycopg
 import pytest
@@ -22,6 +23,7 @@ from qsnap_gui.tools.bench import (
     floor_stream,
     qsnap_bands,
 )
+from qsnap_gui.tools.bench.servers import stock_server
 from qsnap_gui.tools.bench.strategies import floor_writers
 from qsnap_gui.tools.bench.worlds import world_spec
 from qsnap_gui.tools.demo import check_tags_per_me_file, generate_demo
@@ -195,3 +197,22 @@ def test_many_targets_on_a_named_server_checks_every_row_and_drops_its_database(
             "select count(*) from pg_database where datname like 'qsnap_bench_%'"
         ).fetchone()[0]
     assert left == 0
+
+
+def test_stock_server_has_postgres_defaults_and_is_deleted_afterwards():
+    with stock_server() as server:
+        settings = server.settings
+        url = server.create("qsnap_bench_probe")
+        with psycopg.connect(
+            make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+        ) as conn:
+            assert conn.execute("select current_database()").fetchone()[0] == "qsnap_bench_probe"
+            folder = conn.execute("select current_setting('data_directory')").fetchone()[0]
+        assert os.path.isdir(folder)
+        server.drop("qsnap_bench_probe")
+    assert (settings["shared_buffers"], settings["work_mem"], settings["wal_level"]) == (
+        "128MB",
+        "4MB",
+        "replica",
+    )
+    assert not os.path.exists(folder)
