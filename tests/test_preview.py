@@ -246,6 +246,13 @@ def test_cli_preview_json_and_text_write_nothing_also_read_only(db, capsys):
     assert doc["totals"]["kept"] == sum(b["kept"] for b in doc["bands"]) > 0
     assert isinstance(doc["totals"]["offers_left"], int)  # the demo has offers
 
+    code, out, err = run(capsys, "--dsn", url, "populate", "1", "--preview", "--no-stale", "--json")
+    assert code == 0, err
+    quick = json.loads(out)
+    assert quick["totals"]["stale"] is None and all(b["stale"] is None for b in quick["bands"])
+    for b, full in zip(quick["bands"], doc["bands"], strict=True):
+        assert b | {"stale": full["stale"]} == full
+
     code, out, err = run(capsys, "--dsn", url, "populate", "1", "--preview")
     assert code == 0, err
     lines = out.splitlines()
@@ -275,7 +282,7 @@ def test_json_without_preview_is_a_usage_error(db, capsys):
     url = db.url.render_as_string(hide_password=False)
     code, out, err = run(capsys, "--dsn", url, "--read-only", "populate", "1", "--json")
     assert (code, out) == (2, "")
-    assert err.strip() == "qsnap: --json goes with --preview (a refresh prints its progress)"
+    assert err.strip() == "qsnap: --json goes with --preview"
 
 
 def test_browse_only_role_previews_and_writes_nothing(fresh_db, roles, capsys):  # noqa: F811

@@ -29,8 +29,10 @@ def cmd_populate(args: argparse.Namespace, db: Database) -> int:
     target_id = parse_id(args.target_id, "target")
     if args.preview:
         return show_preview(args, db, target_id)
-    if args.json:
-        raise UsageError("--json goes with --preview (a refresh prints its progress)")
+    for flag in ("json", "no_stale"):
+        if getattr(args, flag):
+            option = "--" + flag.replace("_", "-")
+            raise UsageError(f"{option} goes with --preview")
     if args.batch_size < 1:
         raise UsageError("--batch-size must be at least 1")
     require_write(args, db, "populate", POPULATE_PRIVILEGES)
@@ -81,7 +83,7 @@ def show_preview(args: argparse.Namespace, db: Database, target_id: int) -> int:
     if args.engine != "local":
         raise UsageError("--preview reads the database itself: it cannot go with --engine oban")
     with db.engine.connect() as conn:
-        preview = preview_refresh(conn, target_id)
+        preview = preview_refresh(conn, target_id, stale=not args.no_stale)
     if args.json:
         print(json.dumps(preview.to_json(), ensure_ascii=False, indent=2))
         return 0
@@ -106,7 +108,7 @@ def preview_text(p: RefreshPreview) -> str:
             b.moved_in,
             b.moved_out,
             b.after,
-            b.stale,
+            "-" if b.stale is None else b.stale,
             "-" if b.offers_left is None else b.offers_left,
         ]
         for b in p.bands

@@ -48,7 +48,7 @@ class BandPreview:
     """One band's side of the diff. ``added`` and ``removed`` include the rows that move in
     and out; ``offers_left`` counts the band's offers whose pair will not exist after the
     refresh, ``offers_by_refresh`` those of them whose pair exists now (None: offers not
-    readable)."""
+    readable); ``stale`` is None when the preview did not check (``stale=False``)."""
 
     band_id: int
     label: str
@@ -58,7 +58,7 @@ class BandPreview:
     removed: int = 0
     moved_in: int = 0
     moved_out: int = 0
-    stale: int = 0
+    stale: int | None = None
     offers_left: int | None = None
     offers_by_refresh: int | None = None
 
@@ -100,6 +100,7 @@ class RefreshPreview:
     moved: int = 0  # distinct me_files that change band
     sample: list[MovedMeFile] = field(default_factory=list)
     offers_readable: bool = False
+    stale_checked: bool = False
 
     def label(self, band_id: int) -> str:
         return next((b.label for b in self.bands if b.band_id == band_id), f"band {band_id}")
@@ -117,6 +118,10 @@ class RefreshPreview:
         return sum(b.removed for b in self.bands)
 
     @property
+    def stale(self) -> int | None:
+        return sum(b.stale or 0 for b in self.bands) if self.stale_checked else None
+
+    @property
     def changes(self) -> bool:
         return bool(self.added or self.removed)
 
@@ -130,7 +135,7 @@ class RefreshPreview:
                 "added": self.added,
                 "removed": self.removed,
                 "moved": self.moved,
-                "stale": sum(b.stale for b in self.bands),
+                "stale": self.stale,
                 "offers_left": (
                     sum(b.offers_left or 0 for b in self.bands) if self.offers_readable else None
                 ),
@@ -221,6 +226,9 @@ def preview_refresh(
 ) -> RefreshPreview:
     """What Refresh Population of the target would do now; writes nothing.
 
+    The stale check builds the snapshot of every kept row with a good one: it costs more than
+    the rest together (at 100,000 me_files 10 s against 5 s), so ``stale=False`` leaves it out.
+
     Runs in a transaction of its own, read-only and repeatable-read (one consistent view):
     call it on a connection with no transaction open; the transaction is rolled back.
     """
@@ -240,7 +248,7 @@ def _preview(conn: Connection, target_id: int, sample: int, stale: bool) -> Refr
         {"t": target_id},
     ).scalar_one()
     bands = band_order(conn, target_id)
-    preview = RefreshPreview(target_id, title, status)
+    preview = RefreshPreview(target_id, title, status, stale_checked=stale)
     if not bands:
         return preview
     band_ids = [b.id for b in refresh_order(bands)]
@@ -276,7 +284,7 @@ def _assemble(preview: RefreshPreview, bands: list, rows: list) -> RefreshPrevie
             "removed": 0,
             "moved_in": 0,
             "moved_out": 0,
-            "stale": 0,
+            "stale": 0 if preview.stale_checked else None,
             "offers_left": 0 if preview.offers_readable else None,
             "offers_by_refresh": 0 if preview.offers_readable else None,
         }
@@ -311,7 +319,11 @@ def _assemble(preview: RefreshPreview, bands: list, rows: list) -> RefreshPrevie
 
 
 def refresh_preview(
-    source: Database | Engine, target_id: int, cancel: CancelFlag | None = None
+    source: Database | Engine,
+    target_id: int,
+    cancel: CancelFlag | None = None,
+    *,
+    stale: bool = True,
 ) -> RefreshPreview:
     """The window's call: the preview on a connection of its own; ``cancel`` stops the
     statement on the server (the dialog was closed)."""
@@ -320,7 +332,7 @@ def refresh_preview(
     with engine.connect() as conn:
         try:
             with interrupt_on(cancel, [conn]):
-                return preview_refresh(conn, target_id)
+                return preview_refresh(conn, target_id, stale=stale)
         except DBAPIError as exc:
             if cancel.is_set():
                 raise PreviewCancelled(f"target {target_id}: preview cancelled") from None

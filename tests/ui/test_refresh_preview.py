@@ -25,7 +25,9 @@ def open_preview(window, qtbot) -> RefreshPreviewDialog:
     window.act_refresh.trigger()
     dialog = window.findChild(RefreshPreviewDialog)
     assert dialog is not None and dialog.isVisible()
+    # the counts come first, then the same with the stale check
     qtbot.waitUntil(lambda: dialog.preview is not None, timeout=WAIT_MS)
+    qtbot.waitUntil(lambda: dialog.preview.stale_checked, timeout=WAIT_MS)
     return dialog
 
 
@@ -98,7 +100,10 @@ def test_cancel_starts_nothing(database, make_window, qtbot):
     window.act_refresh.trigger()
     dialog = window.findChild(RefreshPreviewDialog)
     dialog.reject()  # at once, while it computes: the preview is stopped, its result ignored
-    qtbot.waitUntil(lambda: not window.runner.busy("refresh-preview-1"), timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: not any(window.runner.busy(f"refresh-preview-1-{k}") for k in ("counts", "stale")),
+        timeout=WAIT_MS,
+    )
     assert not window.controller.jobs()
 
 

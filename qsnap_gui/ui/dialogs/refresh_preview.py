@@ -125,11 +125,18 @@ class RefreshPreviewDialog(QDialog):
         layout.addWidget(buttons)
         self.resize(900, 260)
 
-        runner.run(
-            f"refresh-preview-{target_id}",
-            partial(refresh_preview, database, target_id, self._cancel),
+        self._database = database
+        self._runner = runner
+        self._run(stale=False)
+
+    def _run(self, *, stale: bool) -> None:
+        """Counts first (about the cost of the refresh's membership step), then again with
+        the stale check, which builds every kept snapshot and takes longer."""
+        self._runner.run(
+            f"refresh-preview-{self.target_id}-{'stale' if stale else 'counts'}",
+            partial(refresh_preview, self._database, self.target_id, self._cancel, stale=stale),
             self._show,
-            self._failed,
+            self._failed if not stale else self._stale_failed,
         )
 
     def done(self, result: int) -> None:
@@ -141,11 +148,16 @@ class RefreshPreviewDialog(QDialog):
         if self._closed:
             return
         self.preview = preview
-        self.busy.hide()
         if not preview.bands:
+            self.busy.hide()
             self.status.setText("This target has no bands: a refresh populates nothing.")
             return
         self.status.setText(self._summary(preview))
+        if preview.stale_checked:
+            self.busy.hide()
+        else:
+            self.status.setText(f"{self.status.text()} Checking the kept snapshots for staleness…")
+            self._run(stale=True)
         self.table.setRowCount(len(preview.bands))
         for row, b in enumerate(preview.bands):
             offers = "–" if b.offers_left is None else fmt.count(b.offers_left)
@@ -158,7 +170,7 @@ class RefreshPreviewDialog(QDialog):
                 fmt.count(b.moved_in),
                 fmt.count(b.moved_out),
                 fmt.count(b.after),
-                fmt.count(b.stale),
+                "…" if b.stale is None else fmt.count(b.stale),
                 offers,
             ]
             for col, value in enumerate(values):
@@ -191,6 +203,7 @@ class RefreshPreviewDialog(QDialog):
                 )
             )
             self.moves.show()
+        self.sample.clear()
         if preview.sample:
             for s in preview.sample:
                 item = QListWidgetItem(
@@ -212,7 +225,7 @@ class RefreshPreviewDialog(QDialog):
                 f"{fmt.count(p.kept)} kept, {fmt.count(p.added)} added, "
                 f"{fmt.count(p.removed)} removed; {fmt.count(p.moved)} me_files change band."
             )
-        stale = sum(b.stale for b in p.bands)
+        stale = p.stale
         if stale:
             text += f" {fmt.count(stale)} kept snapshots are stale (a refresh keeps them)."
         return text
@@ -224,6 +237,13 @@ class RefreshPreviewDialog(QDialog):
         self.status.setProperty("kind", "error")
         self.status.setStyleSheet("color: #b3261e")
         self.status.setText(f"{message} (you may still refresh)")
+
+    def _stale_failed(self, message: str) -> None:
+        if self._closed:
+            return
+        self.busy.hide()
+        assert self.preview is not None
+        self.status.setText(f"{self._summary(self.preview)} The stale check failed: {message}")
 
     @Slot(QListWidgetItem)
     def _inspect(self, item: QListWidgetItem) -> None:
