@@ -22,7 +22,9 @@ from qsnap_gui.tools.bench import (
     floor_band,
     floor_stream,
     qsnap_bands,
+    stale_repair,
 )
+from qsnap_gui.tools.bench.runs import keep_baseline
 from qsnap_gui.tools.bench.servers import stock_server
 from qsnap_gui.tools.bench.strategies import floor_writers
 from qsnap_gui.tools.bench.worlds import world_spec
@@ -216,3 +218,26 @@ def test_stock_server_has_postgres_defaults_and_is_deleted_afterwards():
         "replica",
     )
     assert not os.path.exists(folder)
+
+
+def test_stale_repair_figure_counts_the_rows_each_run_wrote_and_restores_the_tags(fresh_db):
+    engine = fresh_db.engine
+    bands = _bands(engine)
+    _null(engine, bands)
+    qsnap_bands(engine, bands)
+    keep_baseline(engine, bands)
+    tags = text(
+        "select md5(string_agg(id || ':' || coalesce(tag_value, '~'), ',' order by id)) "
+        "from me_file_tags"
+    )
+    with engine.connect() as conn:
+        before = conn.execute(tags).scalar()
+    url = engine.url.render_as_string(hide_password=False)
+    figures = stale_repair(engine, url, bands, lambda line: None)
+    assert figures.band_rows >= 100 and figures.stale_rows > 0
+    assert figures.stale_rows <= figures.band_rows // 50
+    assert figures.stale_written == figures.stale_rows
+    assert figures.force_written == figures.stale_rows
+    assert figures.equal and figures.stale_rss_mb > 0 and figures.force_rss_mb > 0
+    with engine.connect() as conn:
+        assert conn.execute(tags).scalar() == before

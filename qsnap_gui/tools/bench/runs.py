@@ -112,7 +112,7 @@ def _bench_world(
             runs.append((run.seconds, run.peak_rss_mb, connections[-1] if connections else None))
             say(f"scale {scale}: {name} run {r + 1}: {run.seconds:.2f}s, {run.peak_rss_mb:.0f} MB")
         if name == "baseline":
-            _keep_baseline(engine, band_ids)
+            keep_baseline(engine, band_ids)
         if name == "qsnap":
             figures.mismatches = _mismatches(engine, band_ids)
             figures.snapshots_equal = figures.mismatches == 0
@@ -142,7 +142,7 @@ def _bench_world(
     return figures
 
 
-def _keep_baseline(engine: Engine, band_ids: list[int]) -> None:
+def keep_baseline(engine: Engine, band_ids: list[int]) -> None:
     """The port's snapshots, what every other writer is compared with."""
     with engine.begin() as conn:
         conn.execute(text(f"drop table if exists {BASELINE_TABLE}"))
