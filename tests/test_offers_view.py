@@ -23,6 +23,7 @@ from qsnap_gui.engine.offers_view import (
     offers_section,
 )
 from qsnap_gui.store.db import open_database
+from tests.prodcases import build_production_cases
 from tests.worlds import World, load_world, table_digests
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -90,6 +91,7 @@ OFFER_CASES = [
         "population snapshot broken: empty object {} (says nothing)",
     ),
     (301, None, Verdict.SNAPSHOT_MISSING, "offer snapshot missing (NULL)"),
+    (203, None, Verdict.SNAPSHOT_MISSING, "offer snapshot missing (NULL)"),  # population broken
 ]
 # ad events of me_file 1: (band, snapshot, verdict, line)
 EVENT_CASES = [
@@ -338,7 +340,7 @@ def test_cli_inspect_offers_text_band_and_offset(world_url, capsys):
     args = ["--dsn", world_url, "inspect", "1", "--offers", "--offset", "12"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
-    assert "offers: 14 (13-14 shown, newest first)" in out and "ad events: 4 (none shown" in out
+    assert "offers: 15 (13-15 shown, newest first)" in out and "ad events: 4 (none shown" in out
     assert cli.main([*args[:-1], "x"]) == 2
     err = capsys.readouterr().err
     assert "--offset must be a whole number of rows (0 or more), got 'x'" in err
@@ -378,3 +380,44 @@ def test_readme_example_has_the_keys_of_the_output(world_url, capsys):
     assert {r["comparison"]["verdict"] for r in example["rows"]} <= verdicts
     for verdict in verdicts:
         assert f"| `{verdict}`" in section or f"/ `{verdict}`" in section
+
+
+def test_production_cases(create_db):
+    """Every offer and ad event of the production-shaped database reads, NULL ids included."""
+    prod = build_production_cases(create_db("offers_prod"))
+    database = open_database(prod.url)
+    try:
+        with database.engine.connect() as conn:
+            carriers = {
+                kind: dict(
+                    conn.execute(
+                        text(f"select id, me_file_id from {kind} where me_file_id is not null")
+                    ).all()
+                )
+                for kind in (OFFERS, AD_EVENTS)
+            }
+            rows = {}
+            for me_file in {m for ids in carriers.values() for m in ids.values()}:
+                s = offers_section(conn, me_file)
+                for kind in (OFFERS, AD_EVENTS):
+                    for r in s.page(kind).rows:
+                        rows[(kind, r.id)] = r
+        assert {k for k in rows} == {(k, i) for k, ids in carriers.items() for i in ids}
+        left_null = rows[(OFFERS, prod.one("offer_left_null"))].comparison
+        assert left_null.verdict is Verdict.SNAPSHOT_MISSING
+        assert left_null.line.endswith("backfill copies it")
+        both_null = rows[(OFFERS, prod.one("offer_null_with_population_null"))].comparison
+        assert both_null.line == "offer snapshot missing (NULL)"
+        assert both_null.population_shape == "missing"
+        copied = rows[(OFFERS, prod.one("offer_copied"))].comparison
+        assert copied.verdict is Verdict.SAME
+        no_band = rows[(AD_EVENTS, prod.one("ad_event_without_band"))]
+        assert (no_band.band_id, no_band.band_label, no_band.target_id) == (None, "(no band)", None)
+        assert no_band.comparison.line == "ad event snapshot missing (NULL)"
+        assert rows[(AD_EVENTS, prod.one("ad_event_without_offer"))].offer_id is None
+        # demo offers copy their population's snapshot, unless left NULL
+        for r in rows.values():
+            if r.comparison.verdict is Verdict.CHANGED:
+                raise AssertionError(f"{r.kind} {r.id}: {r.comparison.line}")
+    finally:
+        database.dispose()

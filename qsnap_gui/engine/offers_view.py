@@ -25,7 +25,15 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, text
 
-from qsnap_gui.domain.codec import Decoded, ParentTrait, Shape, same_up_to_ties, to_nested
+from qsnap_gui.domain.codec import (
+    Decoded,
+    ParentTrait,
+    Shape,
+    TagRow,
+    is_broken,
+    same_up_to_ties,
+    to_nested,
+)
 from qsnap_gui.engine.inspection import (
     _BAND_ORDER_SQL,
     _BandPos,
@@ -65,6 +73,14 @@ class Verdict(StrEnum):
     POPULATION_GONE = "population_gone"
     POPULATION_SNAPSHOT_MISSING = "population_snapshot_missing"
     POPULATION_SNAPSHOT_BROKEN = "population_snapshot_broken"
+
+
+class Population(NamedTuple):
+    """The population row of an offer's (me_file, band), as it is now."""
+
+    population_id: int
+    decoded: Decoded
+    good: bool  # filled and not broken: what a backfill copies into offers left NULL
 
 
 class TagLabel(NamedTuple):
@@ -244,6 +260,10 @@ _POPULATIONS_SQL = text(
     """
 )
 
+_TAGS_SQL = text(
+    "select id, trait_id, tag_value from me_file_tags where me_file_id = :m order by id"
+)
+
 _TRAIT_NAMES_SQL = text("select id, trait_name from traits where id = any(cast(:ids as bigint[]))")
 
 
@@ -292,15 +312,26 @@ def _page(
     fetched = conn.execute(text(_select_sql(kind, optional, filtered)), params).all()
     rows = fetched[:limit]
     bands = sorted({r[3] for r in rows if r[3] is not None})
-    populations: dict[int, tuple[int, Decoded]] = {}
+    populations: dict[int, Population] = {}
     if bands:
-        for b_id, pop_id, snap in conn.execute(_POPULATIONS_SQL, {"m": me_file_id, "bands": bands}):
-            populations[b_id] = (pop_id, _parse_snapshot(snap)[1])
+        found = [
+            (b_id, pop_id, _parse_snapshot(snap)[1])
+            for b_id, pop_id, snap in conn.execute(
+                _POPULATIONS_SQL, {"m": me_file_id, "bands": bands}
+            )
+        ]
+        # blank values are broken only where the tags have a value now (DOMAIN.md)
+        tags = []
+        if any(d.shape is Shape.NULL_VALUES for _b, _p, d in found):
+            tags = [TagRow(*t) for t in conn.execute(_TAGS_SQL, {"m": me_file_id})]
+        for b_id, pop_id, decoded in found:
+            good = decoded.shape is not Shape.MISSING and not is_broken(decoded, tags)
+            populations[b_id] = Population(pop_id, decoded, good)
     labels = _band_labels(conn, {r[5] for r in rows if r[5] is not None})
 
     parsed = [_parse_snapshot(r[9]) for r in rows]
     diffs = [
-        _diff(p[1], populations[r[3]][1]) if r[3] in populations else None
+        _diff(p[1], populations[r[3]].decoded) if r[3] in populations else None
         for r, p in zip(rows, parsed, strict=True)
     ]
     wanted = {e[1] for d in diffs if d for side in d for e in side}
@@ -424,14 +455,14 @@ def compare(
     kind: str,
     own: Decoded,
     band_id: int | None,
-    population: tuple[int, Decoded] | None,
+    population: Population | None,
     diff: tuple[list[_Entry], list[_Entry]] | None,
     names: dict[int, str | None],
 ) -> Comparison:
     """The one-line verdict of a carried snapshot against its population's current one."""
     word = KIND_WORDS[kind]
-    pop_id = population[0] if population else None
-    pop = population[1] if population else None
+    pop_id = population.population_id if population else None
+    pop = population.decoded if population else None
     pop_shape = str(pop.shape) if pop else None
 
     def verdict(v: Verdict, line: str, **more) -> Comparison:
@@ -439,7 +470,7 @@ def compare(
 
     if own.shape is Shape.MISSING:
         line = f"{word} snapshot missing (NULL)"
-        if pop is not None and pop.shape is Shape.ENVELOPE:
+        if population is not None and population.good:
             line += LEFT_NULL  # nothing in the application will ever fill it
         return verdict(Verdict.SNAPSHOT_MISSING, line)
     if own.shape not in _TREE:
