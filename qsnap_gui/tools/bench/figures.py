@@ -88,9 +88,11 @@ class CommandFigures:
     """One qsnap command run as an operator runs it: its own process."""
 
     command: str
-    seconds: float
-    peak_rss_mb: float
+    seconds: float  # wall time of the process, start included (or of a read in-process)
+    peak_rss_mb: float | None  # None for a read timed in the bench's own process
     rows: int | None = None  # rows written, where the command writes
+    # the work itself: the scan a dry-run reports, the reads of `qsnap targets` timed in-process
+    work_seconds: float | None = None
 
 
 @dataclass

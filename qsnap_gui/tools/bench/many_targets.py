@@ -13,17 +13,21 @@ bench's own from DOMAIN.md's rules (compared up to tie order with the codec's ``
 from __future__ import annotations
 
 import json
+import re
 import time
 
 from sqlalchemy import Engine, text
 
 from qsnap_gui.domain.codec import broken_sql, same_sql
+from qsnap_gui.engine import views
 from qsnap_gui.engine.backfill import OFFERS_LEFT_NULL
+from qsnap_gui.engine.targets import list_targets
 from qsnap_gui.store.db import make_engine
 from qsnap_gui.store.dsn import normalize_url
+from qsnap_gui.store.queries import population_orphans
 from qsnap_gui.tools.bench.children import process_start, qsnap_command, run_child
 from qsnap_gui.tools.bench.figures import CommandFigures, ManyTargetsFigures
-from qsnap_gui.tools.bench.runs import UNTOUCHED
+from qsnap_gui.tools.bench.runs import UNTOUCHED, median_seconds
 from qsnap_gui.tools.bench.servers import BenchServer
 from qsnap_gui.tools.bench.worlds import autovacuum, prepare
 from qsnap_gui.tools.demo import BASE_TIME, SHAPED, DemoSpec, generate_demo
@@ -258,22 +262,40 @@ def _timed_commands(engine: Engine, url: str, say) -> tuple[list[CommandFigures]
     for args, label in (
         (("backfill", "--dry-run"), "qsnap backfill --dry-run"),
         (("backfill", "--yes"), "qsnap backfill --yes"),
-        (("backfill", "--dry-run", "--json"), "qsnap backfill --dry-run, after"),
+        (("backfill", "--dry-run", "--json"), "qsnap backfill --dry-run --json, after"),
         (("targets",), "qsnap targets"),
     ):
         prepare(engine, null_snapshots=False)
         run = run_child(qsnap_command(*args), url, label)
-        rows = None
+        figures = CommandFigures(label, run.seconds, run.peak_rss_mb)
         if args[1:] == ("--yes",):
             with engine.connect() as conn:
-                rows = conn.execute(
+                figures.rows = conn.execute(
                     text("select count(*) from target_populations where updated_at > :mark"),
                     {"mark": UNTOUCHED},
                 ).scalar_one()
+        if args[1:] == ("--dry-run",):
+            took = re.search(r"scan took ([0-9.]+)s", run.output)
+            figures.work_seconds = float(took.group(1)) if took else None
         if "--json" in args:
             report = json.loads(run.output)
             totals = report["totals"]
             left = sum(totals[c] for c in report["include"]) + totals.get(OFFERS_LEFT_NULL, 0)
-        out.append(CommandFigures(label, run.seconds, run.peak_rss_mb, rows))
+            figures.work_seconds = report["scan_seconds"]
+        if args == ("targets",):
+            figures.work_seconds = median_seconds(lambda: _cli_targets(engine))
+        out.append(figures)
         say(f"many targets: {label} {run.seconds:.2f}s, {run.peak_rss_mb:.0f} MB")
-    return out, left
+    window = CommandFigures(
+        "the window's targets list, with counts",
+        median_seconds(lambda: views.list_targets(engine, coverage=True)),
+        None,
+    )
+    return [*out, window], left
+
+
+def _cli_targets(engine: Engine) -> None:
+    """What ``qsnap targets`` reads."""
+    with engine.connect() as conn:
+        list_targets(conn, orphans=True)
+        population_orphans(conn)

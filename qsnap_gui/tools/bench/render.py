@@ -100,14 +100,19 @@ def render_many(f: ManyTargetsFigures) -> str:
         f"world: {f.targets:,} targets, {f.bands:,} bands, {f.populations:,} populations, "
         f"{f.missing:,} missing and {f.broken:,} broken snapshots "
         f"(generated in {f.generator_seconds:.1f}s)",
-        f"{'command':<44} {'seconds':>8} {'rows':>9} {'rows/s':>9} {'peak RSS':>9}",
+        f"{'command':<44} {'seconds':>8} {'of which':>9} {'rows':>9} {'rows/s':>9} {'peak RSS':>9}",
     ]
     for c in f.commands:
         rows = f"{c.rows:,}" if c.rows is not None else "-"
         rate = f"{c.rows / c.seconds:,.0f}" if c.rows and c.seconds else "-"
-        lines.append(
-            f"{c.command:<44} {c.seconds:>8.2f} {rows:>9} {rate:>9} {c.peak_rss_mb:>6.0f} MB"
-        )
+        work = f"{c.work_seconds:.2f}" if c.work_seconds is not None else "-"
+        rss = f"{c.peak_rss_mb:>6.0f} MB" if c.peak_rss_mb else f"{'-':>9}"
+        lines.append(f"{c.command:<44} {c.seconds:>8.2f} {work:>9} {rows:>9} {rate:>9} {rss}")
+    lines.append(
+        "seconds: the whole process, start included (the window's list: read in the bench's "
+        "process); of which: the scan a dry-run reports, qsnap targets' reads timed in the "
+        "bench's process"
+    )
     if f.process_start_seconds is not None:
         lines.append(
             "each command's own process, start included "

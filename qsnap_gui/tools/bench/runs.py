@@ -289,7 +289,7 @@ def stale_repair(engine: Engine, url: str, band_ids: list[int], say) -> StaleFig
     )
 
 
-def _median_seconds(read, runs: int = 3) -> float:
+def median_seconds(read, runs: int = 3) -> float:
     times = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -327,12 +327,12 @@ def views_during_job(engine: Engine, url: str, band_ids: list[int]) -> ViewFigur
                 targets.list_targets(conn, orphans=True)
 
         figures = ViewFigures(
-            targets_seconds=_median_seconds(lambda: views.list_targets(engine)),
-            cli_targets_seconds=_median_seconds(cli_targets),
-            bands_seconds=_median_seconds(
+            targets_seconds=median_seconds(lambda: views.list_targets(engine)),
+            cli_targets_seconds=median_seconds(cli_targets),
+            bands_seconds=median_seconds(
                 lambda: views.list_bands(engine, BENCH_TARGET, shapes=False)
             ),
-            shapes_seconds=_median_seconds(lambda: views.band_shape_counts(engine, band_ids)),
+            shapes_seconds=median_seconds(lambda: views.band_shape_counts(engine, band_ids)),
             during_job=job.poll() is None,
         )
     finally:
