@@ -54,4 +54,5 @@ def cmd_bench(args: argparse.Namespace, db: Database | None) -> int:
             for n in args.scale
         ]
     print(json.dumps(to_json(results), indent=2) if args.json else render(results))
-    return 0 if all(r.snapshots_equal is not False for r in results) else 1
+    wrong = [r for r in results if r.snapshots_equal is False or (r.stale and not r.stale.equal)]
+    return 1 if wrong else 0

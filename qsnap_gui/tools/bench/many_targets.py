@@ -54,13 +54,13 @@ def _marker(targets: int) -> str:
 
 
 def _ready(engine: Engine, targets: int) -> bool:
+    """Whether a kept world of this many targets is complete (its reference table, made
+    last, carries the marker)."""
     with engine.connect() as conn:
-        return conn.execute(
-            text("select to_regclass(:t) is not null"), {"t": REFERENCE_TABLE}
-        ).scalar_one() and conn.execute(
-            text("select obj_description(to_regclass(:t), 'pg_class')"),
-            {"t": REFERENCE_TABLE},
-        ).scalar() == _marker(targets)
+        found = conn.execute(
+            text("select obj_description(to_regclass(:t), 'pg_class')"), {"t": REFERENCE_TABLE}
+        ).scalar()
+    return found == _marker(targets)
 
 
 def generate_many(engine: Engine, targets: int, say) -> None:
