@@ -155,7 +155,7 @@ def _take_locks(
         else:
             say(f"band {band_id} is being snapshotted elsewhere; it runs after the group")
             deferred.append(band_id)
-        conn.commit()
+    conn.commit()
     return taken
 
 
@@ -238,7 +238,7 @@ def _group_once(
                         written: dict[int, int] = {}
                         if len(skip) < len(plan[batch]):
                             params = {"ids": ids, "snaps": snaps, "bands": row_bands, "skip": skip}
-                            written = dict(writer.execute(write, params).tuples().all())
+                            written = dict(writer.execute(write, params).all())
                             writer.commit()
                         done(batch, skip, written)
 
@@ -276,7 +276,7 @@ def _group_once(
                         written = {}
                         if len(skip) < len(plan[batch]):
                             params = {"b": batch, "skip": skip}
-                            written = dict(conn.execute(apply, params).tuples().all())
+                            written = dict(conn.execute(apply, params).all())
                             conn.commit()
                         done(batch, skip, written)
                 _flush_commits(conn, sum(t.written for t in tallies.values()))
@@ -387,11 +387,11 @@ def snapshot_group(
                 _EveryFlag(flags[b] for b in left).wait(backoff * 2 ** (attempt - 1))
             continue
         for band_id in ran:
-            band = bands[band_id]
-            unfinished = flags[band_id].is_set() and band.state is None
-            band.state = JobState.CANCELLED if unfinished else JobState.SUCCEEDED
-            if band.state is JobState.SUCCEEDED:
-                band.error = None
+            # a band whose flag was set meanwhile: its later rows were left alone
+            cancelled = flags[band_id].is_set()
+            bands[band_id].state = JobState.CANCELLED if cancelled else JobState.SUCCEEDED
+            if not cancelled:
+                bands[band_id].error = None
         break
     results = {b: _result(b, bands[b], started, report) for b in order if b not in deferred}
     if results:
