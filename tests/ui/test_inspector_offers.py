@@ -12,7 +12,7 @@ from PySide6.QtGui import QGuiApplication
 from sqlalchemy import text
 
 from qsnap_gui.domain.codec import Shape
-from qsnap_gui.engine.offers_view import AD_EVENTS, OFFERS, PAGE
+from qsnap_gui.engine.offers_view import AD_EVENTS, OFFERS, PAGE, Verdict
 from qsnap_gui.store.db import open_database
 from qsnap_gui.ui.inspector import InspectorWidget
 from qsnap_gui.ui.inspector.widget import OFFERS_SECTION
@@ -24,12 +24,15 @@ WAIT = 60_000
 
 def make_db(create_db, name: str, w=None, drop: str | None = None):
     url = create_db(name)
-    database = open_database(url, check_schema=False)
-    load(database.engine, w or world())
-    if drop:
-        with database.engine.begin() as conn:
-            conn.execute(text(f"drop table {drop}"))
-    return database
+    loader = open_database(url, check_schema=False)
+    try:
+        load(loader.engine, w or world())
+        if drop:
+            with loader.engine.begin() as conn:
+                conn.execute(text(f"drop table {drop}"))
+    finally:
+        loader.dispose()
+    return open_database(url)  # reads the schema and this role's privileges, as the window does
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +184,27 @@ def test_copy_json_and_csv_act_on_the_chosen_offer(qtbot, offers_db, tmp_path):
     inspector.sections.setCurrentIndex(0)  # the membership's snapshot again
     inspector.copy_json()
     assert json.loads(QGuiApplication.clipboard().text()) == inspector.current_membership().raw
+
+
+def test_resnapshot_fills_offers_left_null_and_the_tab_reads_them_again(qtbot, create_db):
+    database = make_db(create_db, "ui_offers_resnapshot")
+    try:
+        inspector = open_inspector(qtbot, database, 1)
+        panel = inspector.offers
+
+        def verdict(kind, row_id):
+            return next(r for r in panel.models[kind].rows if r.id == row_id).comparison.verdict
+
+        assert verdict(OFFERS, 4) is Verdict.SNAPSHOT_MISSING
+        assert verdict(AD_EVENTS, 3) is Verdict.SNAPSHOT_MISSING
+        row = next(i for i, m in enumerate(inspector.report.memberships) if m.band_id == 202)
+        inspector.memberships.selectRow(row)
+        with qtbot.waitSignals([inspector.reportLoaded, panel.loaded], timeout=WAIT):
+            inspector.resnapshot_current()
+        assert verdict(OFFERS, 4) is Verdict.SAME  # carried in the same transaction
+        assert verdict(AD_EVENTS, 3) is Verdict.SAME
+        assert verdict(OFFERS, 2) is Verdict.CHANGED  # a filled offer keeps what it was made from
+    finally:
+        inspector.runner.wait(10_000)
+        panel.runner.wait(10_000)
+        database.dispose()
