@@ -148,12 +148,13 @@ class RefreshPreview:
 
 PAIRS_CTES = """
     old as materialized (
-        select tp.id, tp.me_file_id, tp.target_band_id as band_id
+        select tp.id, tp.me_file_id, tp.target_band_id as band_id,
+               tp.matching_tags_snapshot is not null as filled
         from target_populations tp
         where tp.target_band_id = any(cast(:band_ids as bigint[])) and tp.me_file_id is not null
     ),
     pairs as materialized (
-        select coalesce(o.me_file_id, m.me_file_id) as me_file_id, o.id,
+        select coalesce(o.me_file_id, m.me_file_id) as me_file_id, o.id, o.filled,
                o.band_id as old_band, m.band_id as new_band
         from old o full join qsnap_membership m
           on m.me_file_id = o.me_file_id and m.band_id = o.band_id
@@ -191,18 +192,22 @@ COLUMN = "tp.matching_tags_snapshot"
 
 def _stale_sql(n: int, lookup: bool) -> tuple[str, str]:
     """The CTE of band ``n``'s traits and the count of its kept rows whose good snapshot
-    differs, up to ties, from the one the snapshot engine would build now."""
+    differs, up to ties, from the one the snapshot engine would build now.
+
+    Whether a snapshot is good (which reads the me_file's tags again) is asked only of those
+    that differ: a snapshot equal to the rebuilt one is neither stale nor broken.
+    """
     traits = f"qsnap_preview_traits_{n}"
     cte = f"{traits} as materialized ({BAND_TRAITS_SQL.replace(':band', f':band_{n}')})"
     rows = (
-        "select p.id, p.me_file_id from pairs p join target_populations tp on tp.id = p.id "
-        f"where p.old_band = :band_{n} and p.new_band = :band_{n} "
-        f"and {good_sql(COLUMN, 'tp.me_file_id')}"
+        "select p.id, p.me_file_id from pairs p "
+        f"where p.old_band = :band_{n} and p.new_band = :band_{n} and p.filled"
     )
     count = (
         f"select 'stale', cast(:band_{n} as bigint), null, count(*), null "
         f"from ({snapshot_select_sql(rows, traits, lookup=lookup)}) s "
-        f"join target_populations tp on tp.id = s.id where not ({same_sql(COLUMN, 's.snap')})"
+        f"join target_populations tp on tp.id = s.id where not ({same_sql(COLUMN, 's.snap')}) "
+        f"and {good_sql(COLUMN, 'tp.me_file_id')}"
     )
     return cte, count
 
