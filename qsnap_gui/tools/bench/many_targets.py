@@ -165,11 +165,13 @@ with band_traits as (
     join band_traits bt on bt.band_id = tp.target_band_id and bt.trait_id = mt.trait_id
     group by tp.id, bt.pid, bt.pname, bt.pdo
 )
-select tp.id, jsonb_build_object('tags', coalesce(
-    (select jsonb_agg(jsonb_build_array(p.pid, p.pname, p.pdo, p.children)
-                      order by p.pdo, p.pid)
-     from parents p where p.id = tp.id), '[]'::jsonb)) as snap
+select tp.id, jsonb_build_object('tags', coalesce(a.tags, '[]'::jsonb)) as snap
 from target_populations tp
+left join (
+    select p.id, jsonb_agg(jsonb_build_array(p.pid, p.pname, p.pdo, p.children)
+                           order by p.pdo, p.pid) as tags
+    from parents p group by p.id
+) a on a.id = tp.id
 where tp.me_file_id is not null
 """
 
