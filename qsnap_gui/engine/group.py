@@ -135,13 +135,14 @@ def _take_locks(
     orphans: set[int],
     bands: dict[int, _Band],
     deferred: list[int],
-) -> list[int]:
-    """Lock the bands in ascending id order without waiting; returns those locked.
+    taken: list[int],
+) -> None:
+    """Lock the bands in ascending id order without waiting, adding each one locked to
+    ``taken`` at once (a failure half-way still releases them).
 
     A band locked by a session an earlier attempt left behind gets that session ended and
     its lock waited for; one locked by anyone else is deferred to its own band job.
     """
-    taken = []
     for band_id in band_ids:
         if locks.try_lock(conn, locks.BAND, band_id):
             taken.append(band_id)
@@ -156,7 +157,6 @@ def _take_locks(
             say(f"band {band_id} is being snapshotted elsewhere; it runs after the group")
             deferred.append(band_id)
     conn.commit()
-    return taken
 
 
 def _group_once(
@@ -193,7 +193,7 @@ def _group_once(
             try:
                 step = "starting the job"
                 timeout = _job_session(conn, GROUP_SESSION)
-                locked = _take_locks(conn, band_ids, flags, report, say, orphans, bands, deferred)
+                _take_locks(conn, band_ids, flags, report, say, orphans, bands, deferred, locked)
                 if not locked:
                     return []
                 for band_id in locked:
