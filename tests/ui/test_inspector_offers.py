@@ -208,3 +208,20 @@ def test_resnapshot_fills_offers_left_null_and_the_tab_reads_them_again(qtbot, c
         inspector.runner.wait(10_000)
         panel.runner.wait(10_000)
         database.dispose()
+
+
+def test_double_click_shows_the_membership_of_the_band(qtbot, offers_db):
+    inspector = open_inspector(qtbot, offers_db, 1)
+    panel = inspector.offers
+    inspector.sections.setCurrentIndex(OFFERS_SECTION)
+    rows = panel.models[OFFERS].rows
+    panel.tables[OFFERS].doubleClicked.emit(
+        panel.models[OFFERS].index(next(i for i, r in enumerate(rows) if r.id == 2), 0)
+    )
+    assert inspector.sections.currentIndex() == 0
+    assert inspector.current_membership().band_id == 202
+    inspector.sections.setCurrentIndex(OFFERS_SECTION)
+    gone = next(i for i, r in enumerate(rows) if r.id == 10)
+    panel.tables[OFFERS].doubleClicked.emit(panel.models[OFFERS].index(gone, 0))
+    assert inspector.sections.currentIndex() == OFFERS_SECTION
+    assert inspector.status.text() == "This me_file is no longer in band 999"

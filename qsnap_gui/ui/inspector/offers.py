@@ -89,6 +89,7 @@ class OffersPanel(QWidget):
 
     availabilityChanged = Signal(bool)  # noqa: N815
     rowShown = Signal()  # another row (or none) on show  # noqa: N815
+    bandActivated = Signal(int)  # a row double-clicked: show the me_file's membership  # noqa: N815
     loaded = Signal(object)  # LoadedOffers  # noqa: N815
     loadFailed = Signal(str)  # noqa: N815
 
@@ -135,6 +136,8 @@ class OffersPanel(QWidget):
             lambda current, _previous, k=kind: self._row_changed(k, current)
         )
         table.verticalScrollBar().valueChanged.connect(lambda v, k=kind: self._scrolled(k, v))
+        table.doubleClicked.connect(lambda index, k=kind: self._activated(k, index))
+        table.activated.connect(lambda index, k=kind: self._activated(k, index))
         return table
 
     def _build(self) -> None:
@@ -341,6 +344,11 @@ class OffersPanel(QWidget):
         if kind == self.current_kind():
             self._show_row(self.models[kind].row_at(current))
 
+    def _activated(self, kind: str, index: QModelIndex) -> None:
+        r = self.models[kind].row_at(index)
+        if r is not None and r.band_id is not None:
+            self.bandActivated.emit(r.band_id)
+
     def _scrolled(self, kind: str, value: int) -> None:
         if value and value >= self.tables[kind].verticalScrollBar().maximum():
             self.load_more(kind)
@@ -353,7 +361,10 @@ class OffersPanel(QWidget):
             self.raw.setPlainText("")
             self.shape_badge.hide()
             self.verdict_badge.hide()
-            self.where.setText("Choose an offer or ad event to see the snapshot it was made from")
+            self.where.setText(
+                "Choose an offer or ad event to see the snapshot it was made from;"
+                " double-click it for its membership"
+            )
             self.line.setText("")
             return
         info = shape_info(r.shape)

@@ -90,6 +90,7 @@ class InspectorWidget(QWidget):
             lambda on: self.sections.setTabVisible(OFFERS_SECTION, on)
         )
         self.offers.rowShown.connect(self._update_snapshot_buttons)
+        self.offers.bandActivated.connect(self.show_band)
         self.sections.currentChanged.connect(self._update_snapshot_buttons)
         self.stack = QStackedWidget()
         self.stack.addWidget(self.placeholder)
@@ -134,6 +135,17 @@ class InspectorWidget(QWidget):
         self._want_population = current.population_id if current else None
         self._want_band = None
         self._load()
+
+    @Slot(int)
+    def show_band(self, band_id: int) -> None:
+        """The membership of that band on the Memberships tab (an offer's why, now)."""
+        report = self.report
+        for row, m in enumerate(report.memberships if report else ()):
+            if m.band_id == band_id:
+                self.sections.setCurrentIndex(0)
+                self.memberships.selectRow(row)
+                return
+        self._say(f"This me_file is no longer in band {band_id}")
 
     def search_field(self, parent: QWidget | None = None) -> SearchField:
         """A toolbar search field that opens what it finds in this inspector."""
