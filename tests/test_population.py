@@ -20,12 +20,13 @@ from qsnap_gui.engine.population import (
     apply_membership,
     depopulate,
 )
-from qsnap_gui.engine.snapshots import JobState
+from qsnap_gui.engine.snapshots import GROUP_SESSION, JobState
 from qsnap_gui.engine.targets import list_targets
 from qsnap_gui.store.db import open_database
 from tests.reference import membership as reference_membership
 from tests.worlds import (
     World,
+    job_waiting_on_lock,
     load_world,
     reference_snapshots,
     stored_snapshots,
@@ -217,6 +218,8 @@ def test_refresh_keeps_unchanged_rows_and_moves_changed_me_files(fresh_db):
 
 
 def test_failed_band_job_still_ends_populated_and_cli_exits_1(fresh_db):
+    """The refresh's bands run as one group: its sessions killed fail every band, and the
+    target still ends populated."""
     engine = fresh_db.engine
     url = fresh_db.url.render_as_string(hide_password=False)
     with engine.begin() as conn:
@@ -233,9 +236,9 @@ def test_failed_band_job_still_ends_populated_and_cli_exits_1(fresh_db):
                 conn.execute(
                     text(
                         "select pg_terminate_backend(pid) from pg_stat_activity "
-                        "where application_name = :a"
+                        "where application_name in (:a, :group)"
                     ),
-                    {"a": f"qsnap band {band}"},
+                    {"a": f"qsnap band {band}", "group": GROUP_SESSION},
                 )
                 stop.wait(0.002)
 
@@ -321,17 +324,9 @@ def test_two_processes_refresh_at_once_one_is_refused(fresh_db):
         )
         first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
-        with engine.connect() as watch:
-            while not watch.execute(
-                text(
-                    "select count(*) from pg_stat_activity where application_name = :a "
-                    "and wait_event_type = 'Lock'"
-                ),
-                {"a": f"qsnap band {band}"},
-            ).scalar():
-                assert time.monotonic() < deadline and first.poll() is None
-                watch.rollback()
-                threading.Event().wait(0.05)
+        while not job_waiting_on_lock(engine, band):
+            assert time.monotonic() < deadline and first.poll() is None
+            threading.Event().wait(0.05)
         second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
         blocker.rollback()
     out, err = first.communicate(timeout=300)

@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import Connection, Engine, text
 
 from qsnap_gui.domain.codec import TraitInfo
+from qsnap_gui.engine.snapshots import GROUP_SESSION
 from qsnap_gui.store.schema import create_demo_schema
 
 T0 = datetime(2025, 1, 1, 12, 0, 0)
@@ -248,12 +249,13 @@ def block_band_row(conn: Connection, band: int, nth: int) -> int:
 
 
 def job_waiting_on_lock(engine: Engine, band: int) -> int | None:
-    """The backend pid of the band's job while it waits on a lock (the core names its session)."""
+    """The backend pid of the band's job (or of a group job) while it waits on a lock (the
+    core names its sessions)."""
     with engine.connect() as conn:
         return conn.execute(
             text(
-                "select pid from pg_stat_activity where application_name = :a "
+                "select pid from pg_stat_activity where application_name in (:a, :group) "
                 "and wait_event_type = 'Lock'"
             ),
-            {"a": f"qsnap band {band}"},
+            {"a": f"qsnap band {band}", "group": GROUP_SESSION},
         ).scalar()

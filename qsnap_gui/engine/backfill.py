@@ -44,7 +44,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -872,6 +872,35 @@ def run_band(
             f"{result.error}; {note}" if result.error else note,
         )
     return outcome_from_result(before, mode, result, after, cats)
+
+
+def backfill_outcomes(
+    engine: Engine, plans: list[BandPlan], results: dict[int, BandResult]
+) -> dict[int, BandOutcome]:
+    """The outcomes of bands backfilled together: each band counted again, all in one pass.
+
+    A failed recount leaves ``after`` None and says so in each band's error, as ``run_band``.
+    """
+    categories = frozenset().union(*(p.categories for p in plans))
+    after: dict[int, ScanRow] = {}
+    note = None
+    try:
+        with engine.connect() as conn:
+            after = band_counts_many(conn, [p.band_id for p in plans], categories)
+    except DBAPIError as exc:
+        from qsnap_gui.store.db import server_reason
+
+        note = f"could not count the rows after the job ({server_reason(exc)})"
+    outcomes = {}
+    for p in plans:
+        result = results[p.band_id]
+        if note is not None:
+            error = f"band {p.band_id}: {note}"
+            result = replace(result, error=f"{result.error}; {error}" if result.error else error)
+        outcomes[p.band_id] = outcome_from_result(
+            p.row, p.mode, result, after.get(p.band_id), p.categories
+        )
+    return outcomes
 
 
 # --- report -----------------------------------------------------------------------------------

@@ -80,12 +80,12 @@ def snapshot_bands(
     workers: int | None = None,
     **options,
 ) -> list[BandResult]:
-    """Snapshot several bands in parallel, one job (and connection) per band."""
+    """Snapshot several bands together: one pass over their rows and tags, a job per band."""
     band_ids = list(band_ids)
     if not band_ids:
         return []
     runner = _runner(engine, workers or len(band_ids), options)
-    job_ids = [runner.snapshot(band_id, mode=mode) for band_id in band_ids]
+    job_ids = runner.snapshot_together([(band_id, "") for band_id in band_ids], mode=mode)
     return [info.result for info in drive(runner, job_ids, cancel)]
 
 

@@ -124,6 +124,19 @@ class JobController(QObject):
             band_id, mode=Mode(mode), target_id=target_id, label=label, batch_size=batch_size
         )
 
+    def submit_bands(
+        self,
+        bands: list[tuple[int, str]],
+        *,
+        target_id: int | None = None,
+        mode: str = "missing",
+        batch_size: int | None = None,
+    ) -> list[int]:
+        """Several bands (id, label) snapshotted together, one job each."""
+        return self._runner.snapshot_together(
+            bands, mode=Mode(mode), target_id=target_id, batch_size=batch_size
+        )
+
     def submit_refresh(self, target_id: int, *, resume: bool = False) -> int:
         return self._runner.refresh(target_id, resume=resume)
 

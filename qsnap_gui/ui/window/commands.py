@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QMessageBox, QTableView
 
 from qsnap_gui import __version__
 from qsnap_gui.domain.jobs import JobKind, Mode
+from qsnap_gui.domain.words import plural
 from qsnap_gui.engine.population import depopulate
 from qsnap_gui.engine.targets import TargetRow
 from qsnap_gui.engine.views import BandRow
@@ -147,8 +148,12 @@ class Commands(QObject):
         if w.oban.runs_jobs():
             w.oban.submit_bands(target, outermost_first)
             return
-        for band in outermost_first:
-            self._submit_band(target, band, "missing")
+        w.controller.submit_bands(
+            [(band.id, f"{target.display_title} · {band.label}") for band in outermost_first],
+            target_id=target.id,
+            batch_size=w.preferences.batch_size,
+        )
+        self._say(f"Snapshot of {plural(len(outermost_first), 'band')} started")
 
     @Slot()
     def depopulate(self) -> None:
