@@ -345,6 +345,8 @@ def test_cli_inspect_offers_text_band_and_offset(world_url, capsys):
     err = capsys.readouterr().err
     assert "--offset must be a whole number of rows (0 or more), got 'x'" in err
     assert "Traceback" not in err
+    assert cli.main(["--dsn", world_url, "inspect", "1", "--offset", "5"]) == 2
+    assert "--offset pages the offers and ad events: give --offers too" in capsys.readouterr().err
 
 
 def test_cli_without_the_tables(create_db, capsys):

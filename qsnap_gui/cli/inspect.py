@@ -24,6 +24,8 @@ def cmd_inspect(args: argparse.Namespace, db: Database) -> int:
 
     me_file_id = parse_id(args.me_file_id, "me_file")
     band_id = parse_id(args.band, "band") if args.band is not None else None
+    if not args.offers and str(args.offset).strip() != "0":
+        raise UsageError("--offset pages the offers and ad events: give --offers too")
     offset = _offset(args.offset) if args.offers else 0
     with db.engine.connect() as conn:
         report = inspect_me_file(conn, me_file_id, band_id=band_id)
