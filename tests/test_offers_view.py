@@ -24,6 +24,7 @@ from qsnap_gui.engine.offers_view import (
 )
 from qsnap_gui.store.db import open_database
 from tests.prodcases import build_production_cases
+from tests.test_inspection import DEEP
 from tests.worlds import World, load_world, table_digests
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -421,5 +422,44 @@ def test_production_cases(create_db):
         for r in rows.values():
             if r.comparison.verdict is Verdict.CHANGED:
                 raise AssertionError(f"{r.kind} {r.id}: {r.comparison.line}")
+    finally:
+        database.dispose()
+
+
+def test_deep_and_huge_snapshots(create_db):
+    url = create_db("offers_deep")
+    database = open_database(url, check_schema=False)
+    try:
+        load(database.engine, world())
+        with database.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "update offers set matching_tags_snapshot = "
+                    "cast(repeat('[', :n) || repeat(']', :n) as jsonb) where id = 1"
+                ),
+                {"n": DEEP},
+            )
+            conn.execute(
+                text(
+                    """
+                    update offers set matching_tags_snapshot = jsonb_build_object(
+                        'tags', jsonb_build_array(jsonb_build_array(10, 'Home Own/Rent', 1,
+                            (select jsonb_agg(jsonb_build_array(i, 'v' || i, i) order by i)
+                             from generate_series(1, 20000) i))))
+                    where id = 2
+                    """
+                )
+            )
+        rows = {r.id: r for r in section(database).offers.rows}
+        deep = rows[1]
+        assert deep.shape == "invalid" and not deep.readable and deep.tags is None
+        assert deep.comparison.line.startswith("offer snapshot broken: invalid: nested too deeply")
+        assert carrier_json_text(deep) == deep.raw_text and len(deep.raw_text) <= 64_000
+        huge = rows[2].comparison
+        assert (len(huge.added), len(huge.removed)) == (2, 20_000)
+        assert huge.line == (
+            "tags changed since: +Rent, +02140, -v1, -v2, -v3, -v4, -v5, -v6, -v7, -v8 "
+            "and 19,992 more"
+        )
     finally:
         database.dispose()
