@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from qsnap_gui.engine import views
-from qsnap_gui.engine.targets import list_targets
-from qsnap_gui.store.queries import band_counts, band_shape_counts, list_bands, with_shapes
+from qsnap_gui.engine.targets import get_target, list_targets, target_missing
+from qsnap_gui.store.queries import (
+    band_counts,
+    band_shape_counts,
+    list_bands,
+    null_snapshot_share,
+    with_shapes,
+)
 from qsnap_gui.tools.bench import (
     BENCH_TARGET,
     ScaleFigures,
@@ -168,3 +174,151 @@ def test_bench_times_the_views_while_a_snapshot_job_fills_the_target(fresh_db):
         views=figures,
     )
     assert "a snapshot job: targets list" in render([figures_of_scale])
+
+
+# --- the adaptive fast counts, the two-step targets list, thousands of targets ----------------
+
+MANY_TARGETS = """
+    with t as (
+        insert into targets (title, population_status, created_at, updated_at)
+        select 'many ' || g,
+               case when g % 10 = 0 then 'populating' when g % 13 = 0 then null
+                    else 'populated' end,
+               localtimestamp(0), localtimestamp(0)
+        from generate_series(1, :n) g returning id
+    ), b as (
+        insert into target_bands (target_id, title, is_bullseye, created_at, updated_at)
+        select t.id, 'band ' || k, case when k = 3 then '1' else '0' end,
+               localtimestamp(0), localtimestamp(0)
+        from t, generate_series(1, 3) k returning id
+    )
+    insert into target_populations (target_band_id, me_file_id, matching_tags_snapshot)
+    select b.id, f.id,
+           case when (b.id + f.id) % 3 = 0 then null
+                when (b.id + f.id) % 7 = 0 then '{}'::jsonb else '{"tags": []}'::jsonb end
+    from b cross join lateral
+         (select id from me_files order by id limit :per offset b.id % 50) f
+"""
+
+PLAIN_TARGETS = """
+    select t.id,
+           count(tp.id) filter (where tp.me_file_id is not null),
+           count(tp.id) filter (where tp.me_file_id is not null
+                                and tp.matching_tags_snapshot is null),
+           count(tp.id) filter (where f.id is null)
+    from targets t left join target_bands b on b.target_id = t.id
+    left join target_populations tp on tp.target_band_id = b.id
+    left join me_files f on f.id = tp.me_file_id group by t.id
+"""
+
+
+def add_targets(conn, n: int, per_band: int = 4) -> None:
+    """``n`` targets of 3 bands, ``per_band`` rows each, a third of them NULL."""
+    conn.execute(text(MANY_TARGETS), {"n": n, "per": per_band})
+
+
+class Statements:
+    """Counts the statements an engine runs while entered."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.seen: list[str] = []
+
+    def _record(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        self.seen.append(statement)
+
+    def __enter__(self) -> Statements:
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+
+def test_fast_counts_equal_plain_counts_by_either_path(fresh_db):
+    """Few NULLs: two index reads; many (say the statistics): one pass counts both."""
+    with fresh_db.engine.begin() as conn:
+        _odd_rows(conn)
+    for many_nulls in (False, True):
+        with fresh_db.engine.begin() as conn:
+            if many_nulls:
+                sql = "update target_populations set matching_tags_snapshot = null"
+                conn.execute(text(f"{sql} where id % 50 <> 0"))
+            else:  # a few NULLs left: the demo's own are a third of the rows
+                sql = "update target_populations set matching_tags_snapshot = '{\"tags\": []}'"
+                conn.execute(text(f"{sql} where matching_tags_snapshot is null and id % 9 <> 0"))
+            conn.execute(text("analyze target_populations"))
+        with fresh_db.engine.connect() as conn:
+            plain = {r[0]: tuple(r[1:3]) for r in conn.execute(text(PLAIN_BANDS))}
+            ids = list(conn.execute(text("select id from target_bands")).scalars())
+            assert (null_snapshot_share(conn) >= 0.25) is many_nulls
+            with Statements(fresh_db.engine) as run:
+                counts = band_counts(conn, ids)
+        assert {b: (c.population, c.missing) for b, c in counts.items()} == {
+            b: plain[b] for b in ids if b in plain and plain[b][0]
+        }
+        assert sum(c.missing for c in counts.values()) > 0
+        one_pass = any("count(*) filter" in s for s in run.seen)
+        assert one_pass is many_nulls, run.seen
+
+
+def test_targets_list_first_without_coverage_then_its_missing(fresh_db):
+    with fresh_db.engine.begin() as conn:
+        _odd_rows(conn)
+        add_targets(conn, 30)
+    with fresh_db.engine.connect() as conn:
+        plain = {r[0]: tuple(r[1:]) for r in conn.execute(text(PLAIN_TARGETS))}
+        first = list_targets(conn, coverage=False)
+        missing = target_missing(conn)
+    assert {t.id: t.population for t in first} == {t: p for t, (p, _m, _o) in plain.items()}
+    assert all(t.missing is None and t.coverage is None for t in first)
+    assert {t: m for t, m in missing.items() if m} == {
+        t: m for t, (_p, m, _o) in plain.items() if m
+    }
+    shown = views.list_targets(fresh_db)
+    assert [t.id for t in shown] == [t.id for t in first] and shown[0].missing is None
+    full = views.list_targets(fresh_db, coverage=True)
+    assert {t.id: t.missing for t in full} == {t: m for t, (_p, m, _o) in plain.items()}
+
+
+def test_targets_list_statements_do_not_grow_with_targets(fresh_db):
+    """Every count, the stuck check and the application's jobs: one statement each over all
+    targets, whether there are 10 or 300 more, by either way of counting."""
+    engine = fresh_db.engine
+    counts: dict[tuple[bool, int], int] = {}
+    added = 0
+    for n in (10, 300):
+        with engine.begin() as conn:
+            add_targets(conn, n - added)
+        added = n
+        for many_nulls in (True, False):
+            with engine.begin() as conn:
+                sql = "update target_populations set matching_tags_snapshot = "
+                if many_nulls:
+                    conn.execute(text(f"{sql} null where id % 50 <> 0"))
+                else:
+                    conn.execute(
+                        text(f"{sql} '[]' where matching_tags_snapshot is null and id % 9 <> 0")
+                    )
+                conn.execute(text("analyze target_populations"))
+            with engine.connect() as conn:
+                assert (null_snapshot_share(conn) >= 0.25) is many_nulls
+                with Statements(engine) as run:
+                    rows = list_targets(conn, orphans=True)
+                    list_targets(conn, coverage=False)
+                    target_missing(conn)
+            assert sum(t.title is not None and t.title.startswith("many ") for t in rows) == n
+            assert sum(t.stuck for t in rows) >= n // 10
+            counts[(many_nulls, n)] = len(run.seen)
+    assert counts[(True, 10)] == counts[(True, 300)]
+    assert counts[(False, 10)] == counts[(False, 300)]
+    assert max(counts.values()) <= 16
+
+
+def test_one_target_reads_only_its_own_bands(fresh_db):
+    with fresh_db.engine.begin() as conn:
+        add_targets(conn, 5)
+    with fresh_db.engine.connect() as conn:
+        plain = {r[0]: tuple(r[1:]) for r in conn.execute(text(PLAIN_TARGETS))}
+        one = get_target(conn, 1)
+    assert (one.population, one.missing) == plain[1][:2]

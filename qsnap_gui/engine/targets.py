@@ -1,4 +1,7 @@
-"""The targets list with each target's counts and whether it is stuck, busy or idle."""
+"""The targets list with each target's counts and whether it is stuck, busy or idle.
+
+Every count is one set-based statement over all the targets listed, whatever their number.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ class TargetRow:
     population_status: str | None
     last_populated_at: datetime | None
     population: int
-    missing: int
+    missing: int | None  # None: not counted yet (the window counts it after the list shows)
     orphans: int | None = None
     stuck: bool = False
 
@@ -29,16 +32,20 @@ class TargetRow:
         return self.title if self.title is not None else f"(untitled #{self.id})"
 
     @property
-    def snapshotted(self) -> int:
-        return self.population - self.missing
+    def snapshotted(self) -> int | None:
+        if self.missing is None:
+            return None
+        return max(self.population - self.missing, 0)
 
     @property
-    def coverage(self) -> float:
-        """Share of rows holding a snapshot (1.0 for an empty target).
+    def coverage(self) -> float | None:
+        """Share of rows holding a snapshot (1.0 for an empty target, None until counted).
 
         Counted from the index on NULL snapshots, without reading one: whether a snapshot
         is well formed is the band table's per-shape counts, which read every row.
         """
+        if self.missing is None:
+            return None
         return self.snapshotted / self.population if self.population else 1.0
 
     @property
@@ -46,52 +53,86 @@ class TargetRow:
         return "stuck (populating, no job running)" if self.stuck else self.population_status
 
 
-def list_targets(conn: Connection, *, orphans: bool = False) -> list[TargetRow]:
-    """Every target; a NULL status reads as not_populated.
+def _bands_of(conn: Connection, target_ids: list[int] | None) -> dict[int, int]:
+    """Band id -> target id, for the bands of these targets (of every target: None)."""
+    if target_ids is None:
+        rows = conn.execute(
+            text("select b.id, b.target_id from target_bands b where b.target_id is not null")
+        )
+    else:
+        rows = conn.execute(
+            text("select b.id, b.target_id from target_bands b where b.target_id = any(:t)"),
+            {"t": target_ids},
+        )
+    return dict(rows.all())
+
+
+def _per_target(band_target: dict[int, int], per_band: dict[int, int]) -> dict[int, int]:
+    totals: dict[int, int] = {}
+    for band_id, n in per_band.items():
+        target_id = band_target.get(band_id)
+        if target_id is not None:
+            totals[target_id] = totals.get(target_id, 0) + n
+    return totals
+
+
+def list_targets(
+    conn: Connection,
+    *,
+    orphans: bool = False,
+    coverage: bool = True,
+    ids: list[int] | None = None,
+) -> list[TargetRow]:
+    """Every target (or those of ``ids``); a NULL status reads as not_populated.
 
     ``population`` counts the rows with a me_file id (what jobs write), ``missing`` those whose
-    snapshot is NULL: both from indexes, so the list stays instant at millions of rows. With
-    ``orphans``, also the rows whose me_file is NULL or deleted (one pass over me_files);
-    otherwise ``orphans`` is None.
+    snapshot is NULL: both from indexes, so the list stays instant at millions of rows.
+    Without ``coverage``, ``missing`` is None and only the unique index is read, the fastest
+    a list with populations can be; :func:`target_missing` counts the rest. With ``orphans``,
+    also the rows whose me_file is NULL or deleted (one pass over me_files); otherwise
+    ``orphans`` is None.
     """
+    where, params = ("where t.id = any(:ids) ", {"ids": ids}) if ids is not None else ("", {})
     rows = conn.execute(
         text(
             "select t.id, t.title, coalesce(t.population_status, 'not_populated'), "
-            "t.last_populated_at from targets t order by t.id"
-        )
+            f"t.last_populated_at from targets t {where}order by t.id"
+        ),
+        params,
     ).all()
-    band_target = dict(
-        conn.execute(
-            text("select b.id, b.target_id from target_bands b where b.target_id is not null")
-        ).all()
-    )
-    totals: dict[int, list] = {r[0]: [0, 0, 0 if orphans else None] for r in rows}
-    for band_id, c in queries.band_counts(conn, list(band_target)).items():
-        total = totals.get(band_target[band_id])
-        if total is not None:
-            total[0] += c.population
-            total[1] += c.missing
-    if orphans:
-        for band_id, n in queries.band_orphans(conn, list(band_target)).items():
-            total = totals.get(band_target[band_id])
-            if total is not None:
-                total[2] += n
+    band_target = _bands_of(conn, ids)
+    bands = list(band_target)
+    if coverage:
+        counts = queries.band_counts(conn, bands)
+        population = _per_target(band_target, {b: c.population for b, c in counts.items()})
+        missing = _per_target(band_target, {b: c.missing for b, c in counts.items()})
+    else:
+        population = _per_target(band_target, queries.band_populations(conn, bands))
+    lost = _per_target(band_target, queries.band_orphans(conn, bands)) if orphans else {}
     populating = [r[0] for r in rows if r[2] == "populating"]
     busy = locks.held_elsewhere(conn, locks.TARGET, populating) if populating else set()
     if set(populating) - busy:
         busy |= targets_being_populated(conn, set(populating) - busy)
     return [
-        TargetRow(*r, *totals[r[0]], stuck=(r[2] == "populating" and r[0] not in busy))
+        TargetRow(
+            *r,
+            population.get(r[0], 0),
+            missing.get(r[0], 0) if coverage else None,
+            lost.get(r[0], 0) if orphans else None,
+            stuck=(r[2] == "populating" and r[0] not in busy),
+        )
         for r in rows
     ]
 
 
+def target_missing(conn: Connection, ids: list[int] | None = None) -> dict[int, int]:
+    """NULL snapshots per target (of every target, or those of ``ids``), in one statement:
+    the coverage a list read without it lacks. Targets without any are left out."""
+    band_target = _bands_of(conn, ids)
+    return _per_target(band_target, queries.band_missing(conn, list(band_target)))
+
+
 def get_target(conn: Connection, target_id: int) -> TargetRow:
-    for row in list_targets_by_id(conn, [target_id]):
+    for row in list_targets(conn, ids=[target_id]):
         return row
     raise UsageError(f"target {target_id} does not exist")
-
-
-def list_targets_by_id(conn: Connection, ids: list[int]) -> list[TargetRow]:
-    wanted = set(ids)
-    return [t for t in list_targets(conn) if t.id in wanted]

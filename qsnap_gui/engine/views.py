@@ -32,6 +32,7 @@ __all__ = [
     "scan_backfill",
     "search_me_files",
     "target_choices",
+    "target_missing",
     "with_shapes",
 ]
 
@@ -40,9 +41,17 @@ def _engine(source: Database | Engine) -> Engine:
     return source.engine if isinstance(source, Database) else source
 
 
-def list_targets(source: Database | Engine) -> list[TargetRow]:
+def list_targets(source: Database | Engine, *, coverage: bool = False) -> list[TargetRow]:
+    """The targets list as the window first shows it: populations from the unique index at
+    once; without ``coverage`` the NULL snapshots are left to :func:`target_missing`."""
     with _engine(source).connect() as conn:
-        return targets.list_targets(conn)
+        return targets.list_targets(conn, coverage=coverage)
+
+
+def target_missing(source: Database | Engine) -> dict[int, int]:
+    """NULL snapshots per target: the targets list's coverage, read after its populations."""
+    with _engine(source).connect() as conn:
+        return targets.target_missing(conn)
 
 
 def list_bands(source: Database | Engine, target_id: int, *, shapes: bool = True) -> list[BandRow]:

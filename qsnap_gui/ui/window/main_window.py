@@ -33,6 +33,7 @@ from qsnap_gui.ui.models import (
     TargetsProxy,
     status_text,
 )
+from qsnap_gui.ui.models.targets import COUNTING
 from qsnap_gui.ui.oban import ObanIntegration
 from qsnap_gui.ui.settings import Preferences
 from qsnap_gui.ui.tasks import TaskRunner
@@ -280,7 +281,8 @@ class MainWindow(QMainWindow):
             return
         self.target_title.setText(t.display_title)
         status = "⚠ stuck: populating with no job running" if t.stuck else status_text(t)
-        coverage = f" · coverage {fmt.percent(t.coverage)}" if t.population else ""
+        shown = COUNTING if t.coverage is None else fmt.percent(t.coverage)
+        coverage = f" · coverage {shown}" if t.population else ""
         when = fmt.when(t.last_populated_at) + (" UTC" if t.last_populated_at else "")
         self.target_summary.setText(
             f"Target {t.id} · {status} · last populated {when} · "

@@ -138,7 +138,7 @@ def _targets_pane(w: MainWindow) -> QWidget:
     w.filter.setClearButtonEnabled(True)
     w.filter.setMaximumWidth(420)
     w.filter.addAction(icon("filter"), QLineEdit.ActionPosition.LeadingPosition)
-    w.filter.textChanged.connect(w.targets_proxy.setFilterFixedString)
+    w.filter.textChanged.connect(w.targets_proxy.set_filter_text)
     w.targets_count = QLabel()
     w.targets_count.setObjectName("paneSubtitle")
     header = QHBoxLayout()

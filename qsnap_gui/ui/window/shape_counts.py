@@ -1,4 +1,5 @@
-"""The band table's per-shape counts, which read every snapshot of a band.
+"""The counts the window shows after its tables: the band table's per-shape counts, which
+read every snapshot of a band, and the targets list's coverage.
 
 The table shows population and missing at once (from indexes); the per-shape counts are read on
 a thread of their own, so they never hold up the table or another read, once per band, and
@@ -6,6 +7,10 @@ kept until qsnap changes the band: a job of it ends, a refresh of its target app
 membership or ends, a re-snapshot from the inspector. F5 (Reload) counts again by hand, for
 changes made by others. A band already being counted is not asked for again: a count of a
 million rows takes seconds, and a second request would only queue behind the first.
+
+The targets list shows its populations first (the unique index alone); the NULL snapshots
+behind its coverage are counted right after, on a thread of their own ("counting…" until
+then), as most of them may have to be read from the table.
 """
 
 from __future__ import annotations
@@ -25,6 +30,34 @@ if TYPE_CHECKING:
     from qsnap_gui.ui.window.main_window import MainWindow
 
 
+class TargetCoverage(QObject):
+    """Counts the NULL snapshots of targets the list shows without coverage."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__(window)
+        self.w = window
+        self.runner = TaskRunner(self, threads=1)
+        window.targets_model.coverageWanted.connect(self.count)
+
+    @Slot()
+    def count(self) -> None:
+        """A newer request voids an older one's result: it was read before the rows shown."""
+        if self.w.database is not None:
+            self.runner.run(
+                "coverage",
+                partial(views.target_missing, self.w.database),
+                self._counted,
+                self._failed,
+            )
+
+    def _counted(self, missing: dict[int, int]) -> None:
+        self.w.targets_model.set_missing(missing)
+        self.w.update_header()
+
+    def _failed(self, message: str) -> None:
+        self.w.statusBar().showMessage(f"Counting coverage failed: {message}", 10000)
+
+
 class ShapeCountCache(QObject):
     """Per-band shape counts: cached, read in the background, forgotten when qsnap changes them."""
 
@@ -34,6 +67,7 @@ class ShapeCountCache(QObject):
         super().__init__(window)
         self.w = window
         self.runner = TaskRunner(self, threads=1)
+        self.coverage = TargetCoverage(window)
         self._counts: dict[int, ShapeCounts] = {}
         self._target_of: dict[int, int] = {}
         self._generation: dict[int, int] = {}  # bumped when a band's counts go stale
@@ -42,6 +76,7 @@ class ShapeCountCache(QObject):
 
     def set_secret(self, secret: URL | None) -> None:
         self.runner.secret = secret
+        self.coverage.runner.secret = secret
 
     def known(self, band_id: int) -> bool:
         """Whether the band's counts are cached (and shown without reading them again)."""
