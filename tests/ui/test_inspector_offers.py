@@ -225,3 +225,22 @@ def test_double_click_shows_the_membership_of_the_band(qtbot, offers_db):
     panel.tables[OFFERS].doubleClicked.emit(panel.models[OFFERS].index(gone, 0))
     assert inspector.sections.currentIndex() == OFFERS_SECTION
     assert inspector.status.text() == "This me_file is no longer in band 999"
+
+
+def test_a_failed_read_leaves_no_rows_of_before(qtbot, create_db):
+    database = make_db(create_db, "ui_offers_fail")
+    try:
+        inspector = open_inspector(qtbot, database, 1)
+        panel = inspector.offers
+        assert panel.models[OFFERS].rowCount() == len(OFFER_CASES)
+        with database.engine.begin() as conn:
+            conn.execute(text("alter table target_bands rename to target_bands_gone"))
+        with qtbot.waitSignal(panel.loadFailed, timeout=WAIT) as failed:
+            inspector.refresh()
+        assert "target_bands" in failed.args[0]
+        assert panel.models[OFFERS].rowCount() == 0 and panel.models[AD_EVENTS].rowCount() == 0
+        assert panel.status.text() == failed.args[0] and panel.line.text() == ""
+    finally:
+        inspector.runner.wait(10_000)
+        panel.runner.wait(10_000)
+        database.dispose()

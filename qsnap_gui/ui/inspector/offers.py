@@ -241,7 +241,7 @@ class OffersPanel(QWidget):
         self._say("Loading offers and ad events…")
         self.more_button.setEnabled(False)
         work = partial(load_offers, self.database, self.me_file_id)
-        self.runner.run("section", work, self._loaded, self._failed)
+        self.runner.run("section", work, self._loaded, self._section_failed)
 
     def load_more(self, kind: str) -> None:
         if self.me_file_id is None or not self._has_more[kind] or self.runner.busy("more"):
@@ -296,6 +296,16 @@ class OffersPanel(QWidget):
         self._titles()
         self._say("")
         self._footer()
+
+    def _section_failed(self, message: str) -> None:
+        """Nothing of another me_file stays on show."""
+        self._views = {}
+        for kind in KINDS:
+            self.models[kind].clear()
+            self._totals[kind] = 0
+            self._has_more[kind] = False
+        self._show_row(None)
+        self._failed(message)
 
     def _failed(self, message: str) -> None:
         self._say(message, error=True)
