@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import HealthCheck, given, settings
 from sqlalchemy import Connection, text
 
 from qsnap_gui.cli import main
@@ -14,11 +15,13 @@ from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine import population
 from qsnap_gui.engine.backfill import Category, scan
 from qsnap_gui.engine.flows import refresh_population
-from qsnap_gui.engine.population import outermost_first
+from qsnap_gui.engine.population import apply_membership, outermost_first
 from qsnap_gui.engine.preview import preview_refresh, refresh_preview
 from qsnap_gui.store.db import open_database
+from tests.reference import membership as reference_membership
+from tests.test_population import target_worlds
 from tests.test_privileges import browse_only, roles  # noqa: F401 (a fixture)
-from tests.worlds import table_digests
+from tests.worlds import load_world, table_digests
 
 TARGET = 1
 ORPHAN_ME_FILE = 1_999_999_999  # tags but no me_files row: still a candidate
@@ -328,3 +331,50 @@ def test_unknown_target_and_target_without_bands(db, capsys):
     url = db.url.render_as_string(hide_password=False)
     code, out, _err = run(capsys, "--dsn", url, "populate", str(empty), "--preview")
     assert code == 0 and "no bands: a refresh would populate nothing" in out
+
+
+@pytest.fixture(scope="module")
+def scratch(create_db):
+    database = open_database(create_db("previewworlds"), check_schema=False)
+    yield database
+    database.dispose()
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(world=target_worlds())
+def test_preview_equals_the_diff_on_generated_worlds(scratch, world):
+    """Bands without groups or with an empty group, links to missing groups, a me_file in two
+    bands of the target, tags of a me_file without a row: the preview counts what the diff does."""
+    load_world(scratch.engine, world)
+    with scratch.engine.connect() as conn:
+        preview = preview_refresh(conn, 1)
+    with scratch.engine.connect() as conn, conn.begin() as trans:
+        expected = reference_membership(conn, 1)
+        diff = apply_membership(conn, 1)
+        trans.rollback()
+    before = {(m, b) for b, m in world.populations}
+    after = {(m, b) for m, b in expected.items()}
+    gone, added = before - after, after - before
+    moved = {m for m, _ in gone} & {m for m, _ in added}
+    assert (preview.kept, preview.added, preview.removed, preview.moved) == (
+        diff.kept,
+        diff.inserted,
+        diff.deleted,
+        diff.moved,
+    )
+    for b in preview.bands:
+        assert b.kept == len({p for p in before & after if p[1] == b.band_id})
+        assert b.added == len({p for p in added if p[1] == b.band_id})
+        assert b.removed == len({p for p in gone if p[1] == b.band_id})
+        assert b.moved_in == len({m for m, band in added if band == b.band_id and m in moved})
+        assert b.moved_out == len({m for m, band in gone if band == b.band_id and m in moved})
+    matrix: dict[tuple[int, int], int] = {}
+    for m, band in gone:
+        if m in moved:
+            key = (band, expected[m])
+            matrix[key] = matrix.get(key, 0) + 1
+    assert {(mv.from_band, mv.to_band): mv.count for mv in preview.moves} == matrix
+    sample = [(m, band, expected[m]) for m, band in sorted(gone) if m in moved][:20]
+    assert [(s.me_file_id, s.from_band, s.to_band) for s in preview.sample] == sample

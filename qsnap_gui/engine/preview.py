@@ -318,7 +318,7 @@ def _assemble(preview: RefreshPreview, bands: list, rows: list) -> RefreshPrevie
             counts[a]["offers_by_refresh"] = m
     labels = {b.id: i for i, b in enumerate(bands)}
     preview.moves.sort(key=lambda mv: (labels[mv.from_band], labels[mv.to_band]))
-    preview.sample.sort(key=lambda s: (s.me_file_id, labels[s.from_band]))
+    preview.sample.sort(key=lambda s: (s.me_file_id, s.from_band))
     preview.bands = [BandPreview(b.id, b.label, b.title, **counts[b.id]) for b in bands]
     return preview
 
