@@ -221,6 +221,8 @@ def test_shapes_labels_and_diff_entries(wdb):
     assert rows[6].decoded.error and rows[6].raw_text == "null"
     assert [tuple(t) for t in rows[9].comparison.removed] == [(20, 21, None, "02140 (no value)")]
     assert rows[10].comparison.population_id is None
+    assert rows[8].parent_names == {10: "Home Own/Rent", 20: "Home Zip Code"}
+    assert rows[1].parent_names == {}
 
 
 def test_the_bound_and_paging(create_db):

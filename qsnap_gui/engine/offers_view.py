@@ -132,6 +132,7 @@ class CarrierRow:
     raw: Any = field(compare=False)  # the stored value as parsed (None: NULL or unreadable)
     raw_text: str | None = field(compare=False)  # stored jsonb text (clipped if unreadable)
     readable: bool = True
+    parent_names: dict[int, str] = field(default_factory=dict, compare=False)  # legacy flat
 
     @property
     def tags(self) -> list | None:
@@ -335,6 +336,10 @@ def _page(
         for r, p in zip(rows, parsed, strict=True)
     ]
     wanted = {e[1] for d in diffs if d for side in d for e in side}
+    # the legacy flat form names no parent: named from the traits now
+    wanted |= {
+        p.trait_id for _v, d, _r, _k in parsed if d.shape is Shape.LEGACY_FLAT for p in d.parents
+    }
     names = dict(conn.execute(_TRAIT_NAMES_SQL, {"ids": sorted(wanted)}).all()) if wanted else {}
 
     out = []
@@ -365,6 +370,11 @@ def _page(
                 raw=value,
                 raw_text=kept,
                 readable=readable,
+                parent_names={
+                    p.trait_id: names[p.trait_id]
+                    for p in decoded.parents
+                    if p.name is None and names.get(p.trait_id)
+                },
             )
         )
     return CarrierPage(kind, total, offset, tuple(out), len(fetched) > limit)

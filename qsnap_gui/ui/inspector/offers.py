@@ -80,7 +80,8 @@ def load_offers(
     for kind in KINDS:
         page = section.page(kind) if section else None
         for r in page.rows if page else ():
-            shown[(kind, r.id)] = RowView(build_nodes(r.decoded, r.raw_text), carrier_json_text(r))
+            nodes = build_nodes(r.decoded, r.raw_text, parent_names=r.parent_names)
+            shown[(kind, r.id)] = RowView(nodes, carrier_json_text(r))
     return LoadedOffers(me_file_id, section, shown)
 
 
