@@ -12,6 +12,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 from qsnap_gui.domain.jobs import CancelFlag, JobState, Mode, Progress
+from qsnap_gui.engine import snapshot_sql
 from qsnap_gui.engine.group import snapshot_group
 from qsnap_gui.engine.snapshots import GROUP_SESSION, snapshot_band
 from qsnap_gui.store import locks
@@ -138,6 +139,19 @@ def test_every_mode_writes_what_the_reference_says_and_carries_it(prod, mode, re
         else:  # orphans, and rows this mode leaves alone (right ones included)
             assert after[pid] == row, (pid, verdicts[pid])
     assert not left & WRITES[mode]
+
+
+@pytest.mark.parametrize("relay", list(RELAY))
+def test_tags_read_me_file_by_me_file_write_the_same(prod, small_bands, relay, monkeypatch):
+    """The lookup form (tags through the me_file_id index, for groups of few rows) builds the
+    same snapshots as the planner's form, each from its own band."""
+    monkeypatch.setattr(snapshot_sql, "LOOKUP_SHARE", 1e9)
+    for database in (prod, small_bands):
+        with database.engine.connect() as conn:
+            bands = sorted(reference.processed_bands(conn))
+        results = snapshot_group(database.engine, bands, mode=Mode.FORCE, split_rows=RELAY[relay])
+        assert {r.state for r in results.values()} == {JobState.SUCCEEDED}
+        assert_right(database.engine, bands)
 
 
 @pytest.mark.parametrize("relay", list(RELAY))
