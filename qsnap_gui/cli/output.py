@@ -113,6 +113,8 @@ def fmt_time(value: datetime | None) -> str:
 def display_width(text: str) -> int:
     """Terminal columns: wide East Asian characters take two, combining marks and other
     zero-width characters none, so that columns line up under titles in any script."""
+    if text.isascii():  # one column each: the common case, at once for thousands of rows
+        return len(text)
     width = 0
     for ch in text:
         if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
@@ -124,6 +126,8 @@ def display_width(text: str) -> int:
 def visible(text: str) -> str:
     """Control characters escaped as Python writes them (a title holding ESC[2K and CR must
     not rewrite the operator's terminal line)."""
+    if text.isascii() and text.isprintable():
+        return text
     return "".join(
         ch.encode("unicode_escape").decode("ascii") if unicodedata.category(ch) == "Cc" else ch
         for ch in text

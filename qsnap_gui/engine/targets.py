@@ -53,29 +53,6 @@ class TargetRow:
         return "stuck (populating, no job running)" if self.stuck else self.population_status
 
 
-def _bands_of(conn: Connection, target_ids: list[int] | None) -> dict[int, int]:
-    """Band id -> target id, for the bands of these targets (of every target: None)."""
-    if target_ids is None:
-        rows = conn.execute(
-            text("select b.id, b.target_id from target_bands b where b.target_id is not null")
-        )
-    else:
-        rows = conn.execute(
-            text("select b.id, b.target_id from target_bands b where b.target_id = any(:t)"),
-            {"t": target_ids},
-        )
-    return dict(rows.all())
-
-
-def _per_target(band_target: dict[int, int], per_band: dict[int, int]) -> dict[int, int]:
-    totals: dict[int, int] = {}
-    for band_id, n in per_band.items():
-        target_id = band_target.get(band_id)
-        if target_id is not None:
-            totals[target_id] = totals.get(target_id, 0) + n
-    return totals
-
-
 def list_targets(
     conn: Connection,
     *,
@@ -100,15 +77,13 @@ def list_targets(
         ),
         params,
     ).all()
-    band_target = _bands_of(conn, ids)
-    bands = list(band_target)
     if coverage:
-        counts = queries.band_counts(conn, bands)
-        population = _per_target(band_target, {b: c.population for b, c in counts.items()})
-        missing = _per_target(band_target, {b: c.missing for b, c in counts.items()})
+        counts = queries.target_counts(conn, ids)
+        population = {t: c.population for t, c in counts.items()}
+        missing = {t: c.missing for t, c in counts.items()}
     else:
-        population = _per_target(band_target, queries.band_populations(conn, bands))
-    lost = _per_target(band_target, queries.band_orphans(conn, bands)) if orphans else {}
+        population = queries.target_populations(conn, ids)
+    lost = queries.target_orphans(conn, ids) if orphans else {}
     populating = [r[0] for r in rows if r[2] == "populating"]
     busy = locks.held_elsewhere(conn, locks.TARGET, populating) if populating else set()
     if set(populating) - busy:
@@ -128,8 +103,7 @@ def list_targets(
 def target_missing(conn: Connection, ids: list[int] | None = None) -> dict[int, int]:
     """NULL snapshots per target (of every target, or those of ``ids``), in one statement:
     the coverage a list read without it lacks. Targets without any are left out."""
-    band_target = _bands_of(conn, ids)
-    return _per_target(band_target, queries.band_missing(conn, list(band_target)))
+    return queries.target_missing(conn, ids)
 
 
 def get_target(conn: Connection, target_id: int) -> TargetRow:

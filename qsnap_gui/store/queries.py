@@ -266,6 +266,59 @@ def band_counts(conn: Connection, band_ids: list[int]) -> dict[int, FastCounts]:
     return {band: FastCounts(n, missing.get(band, 0)) for band, n in population.items()}
 
 
+_BY_TARGET = (
+    "from target_bands b join target_populations tp on tp.target_band_id = b.id "
+    "where b.target_id is not null {only}"
+)
+
+
+def _by_target(
+    conn: Connection, columns: str, condition: str, target_ids: list[int] | None
+) -> list[tuple]:
+    """One statement over the rows of every target's bands (or of ``target_ids``' bands),
+    grouped by target: no list of band ids to send, however many bands there are."""
+    only = "and b.target_id = any(:t) " if target_ids is not None else ""
+    return conn.execute(
+        text(f"select b.target_id, {columns} {_BY_TARGET.format(only=only)}{condition} group by 1"),
+        {"t": target_ids} if target_ids is not None else {},
+    ).all()
+
+
+def target_populations(conn: Connection, target_ids: list[int] | None = None) -> dict[int, int]:
+    """Rows with a me_file id per target (targets without any are left out), from the unique
+    (target_band_id, me_file_id) index."""
+    return dict(_by_target(conn, "count(*)", "and tp.me_file_id is not null", target_ids))
+
+
+def target_missing(conn: Connection, target_ids: list[int] | None = None) -> dict[int, int]:
+    """NULL snapshots (of rows with a me_file id) per target; targets without any are left
+    out."""
+    condition = "and tp.me_file_id is not null and tp.matching_tags_snapshot is null"
+    return dict(_by_target(conn, "count(*)", condition, target_ids))
+
+
+def target_counts(conn: Connection, target_ids: list[int] | None = None) -> dict[int, FastCounts]:
+    """Population and NULL snapshots per target, chosen as :func:`band_counts` chooses."""
+    if null_snapshot_share(conn) >= ONE_PASS_NULL_SHARE:
+        rows = _by_target(
+            conn,
+            "count(*), count(*) filter (where tp.matching_tags_snapshot is null)",
+            "and tp.me_file_id is not null",
+            target_ids,
+        )
+        return {target: FastCounts(n, missing) for target, n, missing in rows}
+    population = target_populations(conn, target_ids)
+    missing = target_missing(conn, target_ids)
+    return {t: FastCounts(n, missing.get(t, 0)) for t, n in population.items()}
+
+
+def target_orphans(conn: Connection, target_ids: list[int] | None = None) -> dict[int, int]:
+    """Rows per target whose me_file is NULL or has no me_files row (see
+    :func:`band_orphans`)."""
+    condition = "and not exists (select 1 from me_files f where f.id = tp.me_file_id)"
+    return dict(_by_target(conn, "count(*)", condition, target_ids))
+
+
 def band_orphans(conn: Connection, band_ids: list[int]) -> dict[int, int]:
     """Rows per band whose me_file is NULL or has no me_files row (bands without any are left
     out). One pass over every me_files id: cheap next to the shapes, too slow for the instant
