@@ -139,6 +139,8 @@ def test_tags_per_me_file_sets_the_mean_and_skewed_keeps_one_large_band(create_d
 def test_a_world_cannot_hold_more_tags_than_answers(capsys):
     code, _, err = run(capsys, "bench", "--tags-per-me-file", "1000", "--scale", "100")
     assert code == 2 and "--tags-per-me-file must be between 1 and" in err
+    code, _, err = run(capsys, "bench", "--stock-server", "--keep")
+    assert code == 2 and "that server is deleted" in err
     with pytest.raises(UsageError, match="between 4 and"):
         check_tags_per_me_file(3, "equal")
 

@@ -43,6 +43,8 @@ def cmd_bench(args: argparse.Namespace, db: Database | None) -> int:
     dsn = getattr(args, "dsn", None)
     if dsn and args.stock_server:
         raise UsageError("--dsn and --stock-server name two servers: give one")
+    if args.keep and args.stock_server:
+        raise UsageError("--keep cannot keep a world on --stock-server: that server is deleted")
     with bench_server(dsn, args.stock_server) as server:
         if args.many_targets is not None:
             many = bench_many_targets(server, args.many_targets, say, keep=args.keep)
