@@ -342,7 +342,8 @@ def test_mode_follows_the_widest_category_with_rows():
     assert bf.mode_for(_row(missing=5, stale=1), ["stale"]) is Mode.FORCE
     assert bf.mode_for(_row(missing=5, stale=0), ["stale"]) is Mode.MISSING
     assert bf.rows_to_write(_row(missing=5, broken=3), Mode.REPAIR) == 8
-    assert bf.rows_to_write(_row(missing=5, broken=3), Mode.FORCE) == 100
+    # force mode rebuilds the band's 100 rows but writes only those that change
+    assert bf.rows_to_write(_row(missing=5, broken=3, stale=4), Mode.FORCE) == 12
 
 
 def test_estimate_scales_with_rate_and_parallelism():
