@@ -9,7 +9,9 @@ import json
 import pytest
 from PySide6.QtCore import QModelIndex
 from PySide6.QtGui import QGuiApplication
+from PySide6.QtWidgets import QApplication
 from sqlalchemy import text
+from test_layout import cut_titles, styled  # noqa: F401 (styled: a fixture used below)
 
 from qsnap_gui.domain.codec import Shape
 from qsnap_gui.engine.offers_view import AD_EVENTS, OFFERS, PAGE, Verdict
@@ -17,6 +19,7 @@ from qsnap_gui.store.db import open_database
 from qsnap_gui.ui.inspector import InspectorWidget
 from qsnap_gui.ui.inspector.widget import OFFERS_SECTION
 from qsnap_gui.ui.models.offers import OffersModel, verdict_info
+from qsnap_gui.ui.window import MainWindow
 from tests.test_offers_view import EVENT_CASES, OFFER_CASES, POP_202, j, load, world
 
 WAIT = 60_000
@@ -246,3 +249,43 @@ def test_a_failed_read_leaves_no_rows_of_before(qtbot, create_db):
         inspector.runner.wait(10_000)
         panel.runner.wait(10_000)
         database.dispose()
+
+
+@pytest.mark.usefixtures("styled")
+@pytest.mark.parametrize("size", [(1280, 800), (1440, 880)])
+def test_the_tab_reads_at_the_window_sizes(database, sql, qtbot, size):
+    """First start at each size: every column of both tables in view, no title cut, room for
+    the snapshot tree."""
+    me_file = sql.execute(
+        "select me_file_id from (select me_file_id from offers union all "
+        "select me_file_id from ad_events) c where me_file_id is not null "
+        "group by 1 order by count(*) desc, 1 limit 1"
+    ).fetchone()[0]
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(*size)
+    window.show()
+    with qtbot.waitSignal(window.loaded, timeout=WAIT):
+        window.set_database(database, owned=False)
+    inspector = window.inspector
+    with qtbot.waitSignals([inspector.reportLoaded, inspector.offers.loaded], timeout=WAIT):
+        window.inspect(me_file)
+    assert inspector.sections.isTabVisible(OFFERS_SECTION)
+    inspector.sections.setCurrentIndex(OFFERS_SECTION)
+    panel = inspector.offers
+    for kind in (OFFERS, AD_EVENTS):
+        panel.kinds.setCurrentIndex(1 if kind == AD_EVENTS else 0)
+        QApplication.processEvents()
+        table = panel.tables[kind]
+        assert table.isVisible() and table.model().rowCount() > 0, kind
+        assert cut_titles(table, table.horizontalHeader()) == [], kind
+        assert not table.horizontalScrollBar().isVisible(), kind
+        header = table.horizontalHeader()
+        assert header.sectionSize(OffersModel.COMPARED) >= header.sectionSizeHint(
+            OffersModel.COMPARED
+        )
+    tree = panel.tree
+    assert tree.viewport().height() // max(tree.sizeHintForRow(0), 18) >= 5
+    if window.controller is not None:
+        assert window.controller.shutdown(30_000)
+    window.close()
