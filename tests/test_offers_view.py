@@ -193,6 +193,13 @@ def test_every_shape_and_comparison_line_exact(wdb):
         band, snap, verdict, line = EVENT_CASES[r.id - 1]
         assert (r.band_id, r.comparison.verdict, r.comparison.line) == (band, verdict, line)
     assert events.rows[-1].offer_id == 1  # the offer of the same (me_file, band)
+    # the world's ad events name no campaign: their offer's is shown
+    assert [(r.offer_id, r.campaign_id) for r in events.rows] == [
+        (1, 1),
+        (1, 1),
+        (None, None),
+        (1, 1),
+    ]
 
 
 def test_shapes_labels_and_diff_entries(wdb):
@@ -268,11 +275,20 @@ def test_no_section_without_the_tables_or_the_privilege(create_db, pg_admin_url)
             conn.execute(text(f"set local role {role}"))
             s = offers_section(conn, 1)
             assert s.offers is None and s.ad_events.total == len(EVENT_CASES)
+            assert {r.campaign_id for r in s.ad_events.rows} == {None}  # offers unreadable
         with database.engine.begin() as conn:
             conn.execute(text(f"revoke select on ad_events from {role}"))
             conn.execute(text(f"set local role {role}"))
             assert offers_section(conn, 1) is None
         assert table_digests(database.engine) == before  # read-only
+        with database.engine.begin() as conn:
+            conn.execute(text("alter table ad_events drop column campaign_id"))
+        events = section(database).ad_events
+        assert [(r.offer_id, r.campaign_id) for r in events.rows][1:3] == [(1, 1), (None, None)]
+        with database.engine.begin() as conn:
+            conn.execute(text("alter table ad_events drop column offer_id"))
+        events = section(database).ad_events
+        assert {(r.offer_id, r.campaign_id) for r in events.rows} == {(None, None)}
         with database.engine.begin() as conn:
             conn.execute(text("drop table ad_events"))
         assert section(database).ad_events is None and section(database).offers.total

@@ -224,18 +224,25 @@ def readable_kinds(conn: Connection) -> dict[str, frozenset[str]]:
 # --- reading --------------------------------------------------------------------------------
 
 
-def _select_sql(kind: str, optional: frozenset[str], band_filter: bool) -> str:
-    """The page query of one kind; every piece is a constant of this module."""
+def _select_sql(kind: str, optional: frozenset[str], band_filter: bool, offers: bool) -> str:
+    """The page query of one kind (``offers``: the offers table may be read too); every piece
+    is a constant of this module."""
 
     def col(name: str, cast: str = "int") -> str:
         return f"c.{name}" if name in optional or name in _NEEDED[kind] else f"null::{cast}"
 
+    campaign = col("campaign_id")
+    if kind == AD_EVENTS and offers and "offer_id" in optional:
+        # an ad event's campaign is its offer's, where the ad event does not say
+        campaign = (
+            f"coalesce({campaign}, (select o.campaign_id from offers o where o.id = c.offer_id))"
+        )
     created = col("created_at", "timestamp")
     # an ad event names its target itself too: shown where its band is gone
     target = "coalesce(b.target_id, c.target_id)" if "target_id" in optional else "b.target_id"
     where = "c.me_file_id = :m" + (" and c.target_band_id = :b" if band_filter else "")
     return f"""
-        select c.id, {col("campaign_id")}, {col("offer_id")}, c.target_band_id, b.id, b.target_id,
+        select c.id, {campaign}, {col("offer_id")}, c.target_band_id, b.id, b.target_id,
                {target}, t.title, b.title, c.matching_tags_snapshot::text, {created}
         from {kind} c
         left join target_bands b on b.id = c.target_band_id
@@ -287,7 +294,7 @@ def offers_section(
     if not readable:
         return None
     pages = {
-        kind: _page(conn, kind, optional, me_file_id, band_id, offset, limit)
+        kind: _page(conn, kind, optional, OFFERS in readable, me_file_id, band_id, offset, limit)
         for kind, optional in readable.items()
         if kind in wanted
     }
@@ -298,6 +305,7 @@ def _page(
     conn: Connection,
     kind: str,
     optional: frozenset[str],
+    offers_readable: bool,
     me_file_id: int,
     band_id: int | None,
     offset: int,
@@ -310,7 +318,8 @@ def _page(
         params["b"] = band_id
     filtered = band_id is not None
     total = conn.execute(text(_count_sql(kind, filtered)), params).scalar_one()
-    fetched = conn.execute(text(_select_sql(kind, optional, filtered)), params).all()
+    sql = _select_sql(kind, optional, filtered, offers_readable)
+    fetched = conn.execute(text(sql), params).all()
     rows = fetched[:limit]
     bands = sorted({r[3] for r in rows if r[3] is not None})
     populations: dict[int, Population] = {}
