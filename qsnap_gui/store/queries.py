@@ -266,35 +266,46 @@ def band_counts(conn: Connection, band_ids: list[int]) -> dict[int, FastCounts]:
     return {band: FastCounts(n, missing.get(band, 0)) for band, n in population.items()}
 
 
-_BY_TARGET = (
-    "from target_bands b join target_populations tp on tp.target_band_id = b.id "
-    "where b.target_id is not null {only}"
-)
-
-
 def _by_target(
-    conn: Connection, columns: str, condition: str, target_ids: list[int] | None
+    conn: Connection, counts: list[str], condition: str, target_ids: list[int] | None
 ) -> list[tuple]:
-    """One statement over the rows of every target's bands (or of ``target_ids``' bands),
-    grouped by target: no list of band ids to send, however many bands there are."""
-    only = "and b.target_id = any(:t) " if target_ids is not None else ""
+    """Counts of target_populations rows (``counts``: aggregates over ``tp``) per target, in
+    one statement: counted per band first, as the indexes are, then summed over each target's
+    bands; no list of band ids to send, however many bands there are."""
+    only_bands = only_targets = ""
+    params: dict[str, object] = {}
+    if target_ids is not None:
+        only_bands = (
+            "and tp.target_band_id = any(array("
+            "select o.id from target_bands o where o.target_id = any(:t))) "
+        )
+        only_targets = "and b.target_id = any(:t) "
+        params = {"t": target_ids}
+    inner = ", ".join(f"{c} as c{i}" for i, c in enumerate(counts))
+    outer = ", ".join(f"cast(sum(x.c{i}) as bigint)" for i in range(len(counts)))
     return conn.execute(
-        text(f"select b.target_id, {columns} {_BY_TARGET.format(only=only)}{condition} group by 1"),
-        {"t": target_ids} if target_ids is not None else {},
+        text(
+            f"select b.target_id, {outer} from ("
+            f"select tp.target_band_id, {inner} from target_populations tp "
+            f"where {condition} {only_bands}group by 1) x "
+            "join target_bands b on b.id = x.target_band_id "
+            f"where b.target_id is not null {only_targets}group by 1"
+        ),
+        params,
     ).all()
 
 
 def target_populations(conn: Connection, target_ids: list[int] | None = None) -> dict[int, int]:
     """Rows with a me_file id per target (targets without any are left out), from the unique
     (target_band_id, me_file_id) index."""
-    return dict(_by_target(conn, "count(*)", "and tp.me_file_id is not null", target_ids))
+    return dict(_by_target(conn, ["count(*)"], "tp.me_file_id is not null", target_ids))
 
 
 def target_missing(conn: Connection, target_ids: list[int] | None = None) -> dict[int, int]:
     """NULL snapshots (of rows with a me_file id) per target; targets without any are left
     out."""
-    condition = "and tp.me_file_id is not null and tp.matching_tags_snapshot is null"
-    return dict(_by_target(conn, "count(*)", condition, target_ids))
+    condition = "tp.me_file_id is not null and tp.matching_tags_snapshot is null"
+    return dict(_by_target(conn, ["count(*)"], condition, target_ids))
 
 
 def target_counts(conn: Connection, target_ids: list[int] | None = None) -> dict[int, FastCounts]:
@@ -302,8 +313,8 @@ def target_counts(conn: Connection, target_ids: list[int] | None = None) -> dict
     if null_snapshot_share(conn) >= ONE_PASS_NULL_SHARE:
         rows = _by_target(
             conn,
-            "count(*), count(*) filter (where tp.matching_tags_snapshot is null)",
-            "and tp.me_file_id is not null",
+            ["count(*)", "count(*) filter (where tp.matching_tags_snapshot is null)"],
+            "tp.me_file_id is not null",
             target_ids,
         )
         return {target: FastCounts(n, missing) for target, n, missing in rows}
@@ -315,8 +326,8 @@ def target_counts(conn: Connection, target_ids: list[int] | None = None) -> dict
 def target_orphans(conn: Connection, target_ids: list[int] | None = None) -> dict[int, int]:
     """Rows per target whose me_file is NULL or has no me_files row (see
     :func:`band_orphans`)."""
-    condition = "and not exists (select 1 from me_files f where f.id = tp.me_file_id)"
-    return dict(_by_target(conn, "count(*)", condition, target_ids))
+    condition = "not exists (select 1 from me_files f where f.id = tp.me_file_id)"
+    return dict(_by_target(conn, ["count(*)"], condition, target_ids))
 
 
 def band_orphans(conn: Connection, band_ids: list[int]) -> dict[int, int]:
