@@ -137,16 +137,20 @@ def _take_locks(
     deferred: list[int],
     taken: list[int],
 ) -> None:
-    """Lock the bands in ascending id order without waiting, adding each one locked to
-    ``taken`` at once (a failure half-way still releases them).
+    """Lock the bands in ascending id order without waiting, in one statement; ``taken``
+    holds every band that may be locked meanwhile (all of them until the statement answers,
+    so that a failure still releases them), then those locked.
 
     A band locked by a session an earlier attempt left behind gets that session ended and
     its lock waited for; one locked by anyone else is deferred to its own band job.
     """
+    taken.extend(band_ids)
+    got = set(locks.try_lock_each(conn, locks.BAND, band_ids))
+    taken[:] = [b for b in band_ids if b in got]
     for band_id in band_ids:
-        if locks.try_lock(conn, locks.BAND, band_id):
-            taken.append(band_id)
-        elif orphans and _orphan_holding(conn, band_id, orphans) is not None:
+        if band_id in got:
+            continue
+        if orphans and _orphan_holding(conn, band_id, orphans) is not None:
             try:
                 _wait_for_band_lock(conn, band_id, flags[band_id], report, say, orphans)
             except Cancelled:

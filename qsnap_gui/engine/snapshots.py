@@ -522,8 +522,7 @@ def _release(conn: Connection, band_ids: Iterable[int], tables: str) -> None:
         return
     try:
         conn.rollback()
-        for band_id in band_ids:
-            locks.unlock(conn, locks.BAND, band_id)
+        locks.unlock_each(conn, locks.BAND, list(band_ids))
         conn.execute(text(f"drop table if exists {tables}"))
         conn.commit()
     except DBAPIError:

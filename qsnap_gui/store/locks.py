@@ -32,6 +32,33 @@ def try_lock(conn: Connection, kind: int, object_id: int) -> bool:
     )
 
 
+def try_lock_each(conn: Connection, kind: int, object_ids: list[int]) -> list[int]:
+    """Try every object's lock in one statement, in the order given; returns those taken.
+
+    A job over thousands of bands paid a round trip per band (2 ms each under load).
+    """
+    keys = [_keys(kind, i)["id"] for i in object_ids]
+    rows = conn.execute(
+        text(
+            "select o.id from unnest(cast(:ids as int[])) with ordinality as o(id, n) "
+            "where pg_try_advisory_lock(cast(:kind as int), o.id) order by o.n"
+        ),
+        {"kind": kind, "ids": keys},
+    ).scalars()
+    return list(rows)
+
+
+def unlock_each(conn: Connection, kind: int, object_ids: list[int]) -> None:
+    """Release these objects' locks (held by this session) in one statement."""
+    conn.execute(
+        text(
+            "select pg_advisory_unlock(cast(:kind as int), o.id) "
+            "from unnest(cast(:ids as int[])) as o(id)"
+        ),
+        {"kind": kind, "ids": [_keys(kind, i)["id"] for i in object_ids]},
+    )
+
+
 def unlock(conn: Connection, kind: int, object_id: int) -> None:
     conn.execute(
         text("select pg_advisory_unlock(cast(:kind as int), cast(:id as int))"),
