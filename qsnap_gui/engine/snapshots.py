@@ -5,7 +5,9 @@ lookups for every batch were slower at scale), then applied to target_population
 slices of ids, one transaction per batch, so a crash loses at most the batches in flight and a
 re-run continues where it stopped. A small band is staged in a temporary table and written by
 the job's own session; a large one is streamed from that session, batch by batch, to writer
-connections that write at once (see ``_relay``). The SQL is in ``snapshot_sql``.
+connections that write at once (see ``_relay``). The SQL is in ``snapshot_sql``. The session
+setup, the relay and its writers, the lock watch, the final flush and the release serve the
+group job (``group``, several bands in one stream) too.
 
 Job sessions commit their batches with synchronous_commit off, so no batch waits for a disk
 flush; the job then ends with one synchronous commit, which flushes them all: whatever a job
