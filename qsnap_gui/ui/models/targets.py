@@ -40,6 +40,7 @@ def status_text(target: TargetRow) -> str:
 class TargetsModel(TableModel):
     COLUMNS = ("ID", "Title", "Status", "Last populated (UTC)", "Population", "Coverage")
     ID, TITLE, STATUS, LAST, POPULATION, COVERAGE = range(6)
+    FILTERED = (ID, TITLE, STATUS)  # what the filter field says it filters on
     TIPS = {
         COVERAGE: "Share of populations holding a snapshot (not NULL)",
         STATUS: "Stuck: left in 'populating' with no job running",
@@ -105,8 +106,6 @@ class TargetsModel(TableModel):
         if self._texts is None:
             self._texts = [self._text(t) for t in self._rows]
         return 0 <= row < len(self._texts) and needle in self._texts[row]
-
-    FILTERED = (ID, TITLE, STATUS)
 
     def _text(self, t: TargetRow) -> str:
         try:
