@@ -23,6 +23,7 @@ from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine import backfill as bf
 from qsnap_gui.engine.backfill import Category
 from qsnap_gui.engine.flows import run_backfill
+from qsnap_gui.engine.runner import GROUP_ROWS
 from qsnap_gui.engine.snapshots import CancelFlag, JobState, Mode
 from tests import reference
 from tests.reference import judge
@@ -347,15 +348,25 @@ def test_mode_follows_the_widest_category_with_rows():
 
 
 def test_estimate_scales_with_rate_and_parallelism():
-    rows = tuple(bf.ScanRow(1, "t", band, "Ring", 1000, 400, 0, None) for band in range(1, 5))
+    large = GROUP_ROWS * 2
+    rows = tuple(bf.ScanRow(1, "t", band, "Ring", large, large, 0, None) for band in range(1, 5))
     scan = bf.ScanResult(frozenset({Category.MISSING}), rows)
     one = bf.estimate_seconds(scan, 1000.0)
-    assert one == pytest.approx(4 * (bf.BAND_OVERHEAD_SECONDS + 0.4))
+    assert one == pytest.approx(4 * (bf.BAND_OVERHEAD_SECONDS + large / 1000))
     assert bf.estimate_seconds(scan, 2000.0) < one
     assert bf.estimate_seconds(scan, 1000.0, parallel=4) == pytest.approx(one / 2)
     assert bf.estimate_seconds(scan, 1000.0, band_ids=[1]) == pytest.approx(one / 4)
     assert bf.estimate_seconds(scan, None) is None
     assert bf.estimate_seconds(scan, 1000.0, band_ids=[]) == 0.0
+
+
+def test_small_bands_are_estimated_as_one_group_job():
+    rows = tuple(bf.ScanRow(1, "t", band, "Ring", 10, 4, 0, None) for band in range(1, 1001))
+    scan = bf.ScanResult(frozenset({Category.MISSING}), rows)
+    assert bf.estimate_seconds(scan, 1000.0) == pytest.approx(bf.BAND_OVERHEAD_SECONDS + 4)
+    assert bf.estimate_seconds(scan, 1000.0, parallel=4) == pytest.approx(
+        bf.BAND_OVERHEAD_SECONDS + 4
+    )
 
 
 def test_measured_rate_is_a_real_measurement(db):

@@ -16,7 +16,7 @@ from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine import backfill as bf
 from qsnap_gui.engine.backfill import Category
 from qsnap_gui.engine.flows import run_backfill
-from qsnap_gui.engine.snapshots import JobState, Mode
+from qsnap_gui.engine.snapshots import CancelFlag, JobState, Mode
 from qsnap_gui.store.db import open_database
 from tests import reference
 from tests.worlds import World, load_world
@@ -165,9 +165,10 @@ def market(create_db):
 @pytest.mark.parametrize("chunk_rows", [None, 45, 10])
 def test_scan_counts_every_small_band_as_the_reference_does(market, monkeypatch, chunk_rows):
     database, want = market
-    if chunk_rows:  # several bands per statement, and bands larger than a chunk
-        monkeypatch.setattr(bf, "BROKEN_CHUNK_ROWS", chunk_rows)
+    if chunk_rows:  # several bands per statement, and bands larger than a chunk, on two
+        monkeypatch.setattr(bf, "BROKEN_CHUNK_ROWS", chunk_rows)  # connections at once
         monkeypatch.setattr(bf, "STALE_CHUNK_ROWS", chunk_rows)
+        monkeypatch.setattr(bf, "PARALLEL_MIN_ROWS", 0)
     seen = []
     with database.engine.connect() as conn:
         result = bf.scan(conn, None, ALL, progress=lambda *a: seen.append(a), measure=False)
@@ -178,6 +179,36 @@ def test_scan_counts_every_small_band_as_the_reference_does(market, monkeypatch,
     assert {r.band_id: as_expected(r) for r in result.rows} == want
     assert seen[-1][0] == seen[-1][1] > 0
     assert [d for d, _t, _m in seen] == sorted(d for d, _t, _m in seen)
+
+
+def test_cancel_stops_chunks_running_on_two_connections(market, monkeypatch):
+    database, _want = market
+    monkeypatch.setattr(bf, "BROKEN_CHUNK_ROWS", 45)
+    monkeypatch.setattr(bf, "PARALLEL_MIN_ROWS", 0)
+    cancel = CancelFlag()
+    steps: list[int] = []
+
+    def progress(done, total, message):
+        steps.append(done)
+        if done:
+            cancel.cancel()
+
+    with database.engine.connect() as conn, pytest.raises(bf.ScanCancelled):
+        bf.scan(conn, None, ALL, cancel=cancel, progress=progress)
+    assert len(steps) == 2  # the start, then the first chunk: no further step ran
+    assert database.engine.pool.checkedout() == 0  # the second connection went back
+
+
+def test_the_rate_of_small_bands_is_measured_over_many_of_them_at_once(market):
+    database, _want = market
+    rates: list[float | None] = []
+    with database.engine.connect() as conn:
+        plans = bf.plan(bf.scan(conn, None, ALL, measure=False))
+        assert len(plans) > 3 and max(p.row.population for p in plans) < bf.SAMPLE_ROWS // 3
+        statements = count_statements(
+            database.engine, lambda: rates.append(bf.measure_rate(conn, plans))
+        )
+    assert statements == 1 and 10 < rates[0] < 10_000_000
 
 
 def count_statements(engine, work) -> int:

@@ -41,12 +41,15 @@ from __future__ import annotations
 
 import csv
 import math
+import queue
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import TypeVar
 
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
@@ -83,6 +86,10 @@ BAND_OVERHEAD_SECONDS = 0.05
 STALE_CHUNK_ROWS = 10_000
 # rows per statement of the shape check, whatever the number of bands they belong to
 BROKEN_CHUNK_ROWS = 50_000
+# a scan of this many rows or more runs its chunks on SCAN_CONNECTIONS connections at once
+# (a second connection costs a few milliseconds; the shape check, 20 µs a row of server CPU)
+PARALLEL_MIN_ROWS = 20_000
+SCAN_CONNECTIONS = 2
 # Progress work units per row checked: the deep (stale) check builds a snapshot per row and
 # costs several times the shape check on the demo database.
 BROKEN_WORK = 1
@@ -91,11 +98,21 @@ STALE_WORK = 4
 COLUMN = "tp.matching_tags_snapshot"
 
 ScanProgressFn = Callable[[int, int, str], None]
+T = TypeVar("T")
 LogFn = Callable[[str], None]
 
 
 class ScanCancelled(Exception):
     """The operator cancelled the scan; nothing was changed."""
+
+
+def _category(value: Category | str) -> Category:
+    """A category from its name; a member as it is (a scan of 15,000 bands asks 100,000 times)."""
+    return value if isinstance(value, Category) else Category(value)
+
+
+# a ScanRow's field of each category, looked up without the enum's machinery
+_FIELDS: dict[str, str] = {str(c): str(c) for c in Category}
 
 
 def parse_categories(values: Iterable[str]) -> frozenset[Category]:
@@ -118,7 +135,7 @@ def parse_categories(values: Iterable[str]) -> frozenset[Category]:
 
 def effective_categories(chosen: Iterable[Category | str]) -> frozenset[Category]:
     """What a run really fixes: repair mode also fills NULL, force mode rebuilds everything."""
-    cats = {Category(c) for c in chosen}
+    cats = {_category(c) for c in chosen}
     if Category.STALE in cats:
         cats |= {Category.BROKEN, Category.MISSING}
     if Category.BROKEN in cats:
@@ -170,10 +187,10 @@ class ScanRow:
     offers_left_null: int | None = None
 
     def count(self, category: Category | str) -> int:
-        return getattr(self, Category(category).value) or 0
+        return getattr(self, _FIELDS.get(category) or _category(category).value) or 0
 
     def counted(self, category: Category | str) -> bool:
-        return getattr(self, Category(category).value) is not None
+        return getattr(self, _FIELDS.get(category) or _category(category).value) is not None
 
     def to_json(self) -> dict:
         return {
@@ -366,7 +383,8 @@ _STALE_ROWS_MANY = (
 )
 STALE_MANY_SQL = f"""
     select s.band_id, count(*) from ({snapshot_select_sql(_STALE_ROWS_MANY, grouped=True, lookup=True)}) s
-    join target_populations tp on tp.id = s.id
+    join target_populations tp
+      on tp.id = s.id and tp.target_band_id = any(cast(:bands as int[]))
     where not ({same_sql("tp.matching_tags_snapshot", "s.snap")})
     group by 1
 """
@@ -407,23 +425,27 @@ def _offers_left_null(conn: Connection, band_ids: list[int]) -> dict[int, int] |
         return None
     union = " union all ".join(_left_null_sql(t) for t in tables)
     counts = conn.execute(
-        text(f"select x.band, count(*) from ({union}) x group by 1"), {"ids": band_ids}
+        text(f"select x.band, count(*) from ({union}) x group by 1"),
+        {"ids": band_ids},
     ).all()
     return {band: 0 for band in band_ids} | dict(counts)
 
 
 @contextmanager
-def _interruptible(conn: Connection, cancel: CancelFlag | None):
-    """Cancel the running statement on the server as soon as ``cancel`` is set."""
+def _interruptible(conn: Connection | list[Connection], cancel: CancelFlag | None):
+    """Cancel the running statement (of each connection) on the server as soon as ``cancel``
+    is set."""
+    conns = conn if isinstance(conn, list) else [conn]
     if cancel is None:
         yield
         return
     try:
-        with interrupt_on(cancel, [conn]):
+        with interrupt_on(cancel, conns):
             yield
     except DBAPIError:
         if cancel.is_set():
-            conn.rollback()
+            for c in conns:
+                c.rollback()
             raise ScanCancelled from None
         raise
     if cancel.is_set():
@@ -465,6 +487,12 @@ def _stale_count(
         after = upto
 
 
+def _stale_many(conn: Connection, band_ids: list[int]) -> dict[int, int]:
+    """Per band of several small bands, its stale rows (0 where none)."""
+    counts = conn.execute(text(STALE_MANY_SQL), {"bands": band_ids}).all()
+    return dict.fromkeys(band_ids, 0) | dict(counts)
+
+
 def _chunks(refs: list[BandRef], populations: Mapping[int, int], rows: int) -> list[list[BandRef]]:
     """Consecutive bands grouped so that each group holds about ``rows`` rows (a larger band
     is a group of its own): one statement per group keeps progress and cancel moving."""
@@ -481,6 +509,68 @@ def _chunks(refs: list[BandRef], populations: Mapping[int, int], rows: int) -> l
     if current:
         chunks.append(current)
     return chunks
+
+
+def _chunk_rows(total: int, limit: int) -> int:
+    """Rows per chunk: at most ``limit``; a large scan is cut into a multiple of
+    ``SCAN_CONNECTIONS`` chunks of equal size, so that every connection has as much to do."""
+    if total < PARALLEL_MIN_ROWS:
+        return limit
+    n = math.ceil(total / limit)
+    n += -n % SCAN_CONNECTIONS
+    return math.ceil(total / n)
+
+
+def _each_chunk(
+    conn: Connection,
+    chunks: list[list[BandRef]],
+    cancel: CancelFlag | None,
+    work: Callable[[Connection, list[BandRef]], T],
+) -> Iterator[tuple[list[BandRef], T]]:
+    """``work(connection, chunk)`` of every chunk, yielded in chunk order (each ends its
+    transaction). More than one chunk: ``SCAN_CONNECTIONS`` connections run them at once,
+    this one and more of its engine, so a large scan uses the server's cores; a cancel
+    interrupts every statement."""
+    if len(chunks) < 2:
+        for chunk in chunks:
+            if cancel is not None and cancel.is_set():
+                raise ScanCancelled
+            with _interruptible(conn, cancel):
+                result = work(conn, chunk)
+            conn.commit()
+            yield chunk, result
+        return
+    conns = [conn] + [conn.engine.connect() for _ in range(SCAN_CONNECTIONS - 1)]
+    free: queue.SimpleQueue[Connection] = queue.SimpleQueue()
+    for c in conns:
+        free.put(c)
+
+    def run(chunk: list[BandRef]) -> T:
+        c = free.get()
+        try:
+            if cancel is not None and cancel.is_set():
+                raise ScanCancelled
+            result = work(c, chunk)
+            c.commit()
+            return result
+        finally:
+            free.put(c)
+
+    pool = ThreadPoolExecutor(len(conns), thread_name_prefix="qsnap-scan")
+    try:
+        with _interruptible(conns, cancel):
+            try:
+                futures = [pool.submit(run, chunk) for chunk in chunks]
+                for chunk, future in zip(chunks, futures, strict=True):
+                    if cancel is not None and cancel.is_set():
+                        raise ScanCancelled
+                    yield chunk, future.result()
+            finally:
+                # every statement has ended (or been interrupted) before a rollback
+                pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        for c in conns[1:]:
+            c.close()
 
 
 def _count(
@@ -514,34 +604,34 @@ def _count(
         more = f" and {len(chunk) - 1} more bands" if len(chunk) > 1 else ""
         return f"{first.target_title}: {first.label}{more}"
 
+    rows_of = sum(populations.values())
     shapes: dict[int, dict[str, int]] = {}
     if Category.BROKEN in include:
-        for chunk in _chunks(refs, populations, BROKEN_CHUNK_ROWS):
-            if cancel is not None and cancel.is_set():
-                raise ScanCancelled
-            with _interruptible(conn, cancel):
-                shapes.update(_broken_shapes(conn, [r.band_id for r in chunk]))
-            conn.commit()
-            rows = sum(populations.get(r.band_id, 0) for r in chunk)
-            step(rows * BROKEN_WORK, where(chunk))
+        chunks = _chunks(refs, populations, _chunk_rows(rows_of, BROKEN_CHUNK_ROWS))
+        found = _each_chunk(
+            conn, chunks, cancel, lambda c, chunk: _broken_shapes(c, [r.band_id for r in chunk])
+        )
+        for chunk, counts in found:
+            shapes.update(counts)
+            step(sum(populations.get(r.band_id, 0) for r in chunk) * BROKEN_WORK, where(chunk))
     stale: dict[int, int] = {}
     if Category.STALE in include:
-        for chunk in _chunks(refs, populations, STALE_CHUNK_ROWS):
-            message = where(chunk)
+        chunks = _chunks(refs, populations, _chunk_rows(rows_of, STALE_CHUNK_ROWS))
+        for chunk in chunks:  # a band larger than a chunk: keyset chunks of its own rows
             if len(chunk) == 1:
-                band = chunk[0].band_id
+                band, message = chunk[0].band_id, where(chunk)
                 stale[band] = _stale_count(
                     conn, band, cancel, lambda n, m=message: step(n * STALE_WORK, m)
                 )
-                continue
-            if cancel is not None and cancel.is_set():
-                raise ScanCancelled
-            bands = [r.band_id for r in chunk]
-            stale.update(dict.fromkeys(bands, 0))
-            with _interruptible(conn, cancel):
-                stale.update(conn.execute(text(STALE_MANY_SQL), {"bands": bands}).all())
-            conn.commit()
-            step(sum(populations.get(b, 0) for b in bands) * STALE_WORK, message)
+        found = _each_chunk(
+            conn,
+            [chunk for chunk in chunks if len(chunk) > 1],
+            cancel,
+            lambda c, chunk: _stale_many(c, [r.band_id for r in chunk]),
+        )
+        for chunk, counts in found:
+            stale.update(counts)
+            step(sum(populations.get(r.band_id, 0) for r in chunk) * STALE_WORK, where(chunk))
     report(total, total, "done")
     return [
         ScanRow(
@@ -625,7 +715,10 @@ def band_counts(
 
 def mode_for(row: ScanRow, categories: Iterable[Category | str]) -> Mode | None:
     """The engine mode that fixes this band's chosen rows, or None when nothing is to fix."""
-    cats = effective_categories(categories)
+    return _mode(row, effective_categories(categories))
+
+
+def _mode(row: ScanRow, cats: frozenset[Category]) -> Mode | None:
     if Category.STALE in cats and row.count(Category.STALE):
         return Mode.FORCE
     if Category.BROKEN in cats and row.count(Category.BROKEN):
@@ -680,7 +773,7 @@ def plan(
     for row in scan_result.rows:
         if wanted is not None and row.band_id not in wanted:
             continue
-        mode = mode_for(row, cats)
+        mode = _mode(row, cats)
         if mode is not None:
             plans.append(BandPlan(row, mode, cats, rows_to_write(row, mode)))
     return plans
@@ -699,10 +792,13 @@ def measure_rate(
     evenly; the build time is scaled by ``WRITE_COST_FACTOR`` for the writes. None when
     there is nothing to sample.
     """
-    bands = sorted(plans, key=lambda p: p.row.population, reverse=True)[:3]
+    bands = sorted(plans, key=lambda p: p.row.population, reverse=True)
     bands = [p for p in bands if p.row.population]
     if not bands:
         return None
+    if bands[0].row.population < sample_rows // 3 and len(bands) > 3:
+        return _group_rate(conn, bands, sample_rows, cancel)
+    bands = bands[:3]
     per_band = max(1, sample_rows // len(bands))
     rows_sql = (
         "select tp.id, tp.me_file_id from target_populations tp "
@@ -725,6 +821,57 @@ def measure_rate(
     return sampled / seconds / WRITE_COST_FACTOR
 
 
+# the first rows (by id) of many small bands, each built from its own band's traits
+_GROUP_SAMPLE_SQL = f"""
+    select count(*), sum(length(s.snap::text)) from ({
+    snapshot_select_sql(
+        "select tp.id, tp.me_file_id, tp.target_band_id as band_id from target_populations tp "
+        "where tp.target_band_id = any(cast(:bands as int[])) order by tp.id limit :n",
+        grouped=True,
+        lookup=True,
+    )
+}) s
+"""
+
+
+def _group_rate(
+    conn: Connection, bands: list[BandPlan], sample_rows: int, cancel: CancelFlag | None
+) -> float | None:
+    """Small bands run together as a group job: their rate is that of one statement over
+    the rows of many of them (a sample of three tiny bands would time the planning)."""
+    chosen: list[int] = []
+    total = 0
+    for p in bands:
+        if total >= sample_rows:
+            break
+        chosen.append(p.band_id)
+        total += p.row.population
+    started = time.perf_counter()
+    with _interruptible(conn, cancel):
+        sampled, _size = conn.execute(
+            text(_GROUP_SAMPLE_SQL), {"bands": chosen, "n": sample_rows}
+        ).one()
+    seconds = time.perf_counter() - started
+    conn.commit()
+    if not sampled or seconds <= 0:
+        return None
+    return sampled / seconds / WRITE_COST_FACTOR
+
+
+def _jobs(plans: list[BandPlan]) -> list[list[BandPlan]]:
+    """The jobs a run makes, as the runner makes them: a band job per band with
+    ``GROUP_ROWS`` rows or more to write, one group job per mode for the others (a lone
+    band: a band job)."""
+    from qsnap_gui.engine.runner import GROUP_ROWS
+
+    jobs = [[p] for p in plans if p.rows >= GROUP_ROWS]
+    small: dict[Mode, list[BandPlan]] = {}
+    for p in plans:
+        if p.rows < GROUP_ROWS:
+            small.setdefault(p.mode, []).append(p)
+    return jobs + list(small.values())
+
+
 def estimate_seconds(
     scan_result: ScanResult,
     rows_per_second: float | None,
@@ -733,24 +880,25 @@ def estimate_seconds(
     *,
     parallel: int = 1,
 ) -> float | None:
-    """Wall time of the run: each band job costs its rows at the measured rate plus a fixed
-    overhead (and, for stale, building every row of the band, which force mode compares
-    with the stored one). Jobs run ``parallel`` at a time but share the
-    database's CPUs and disks: k jobs at a time finished about sqrt(k) times sooner than one
-    on the demo database (2 CPUs), and the run lasts at least as long as its longest band.
-    None without a rate."""
+    """Wall time of the run: each job (a band, or small bands together: ``_jobs``) costs its
+    rows at the measured rate plus a fixed overhead (and, for stale, building every row of
+    its bands, which force mode compares with the stored one). Jobs run ``parallel`` at a
+    time but share the database's CPUs and disks: k jobs at a time finished about sqrt(k)
+    times sooner than one on the demo database (2 CPUs), and the run lasts at least as long
+    as its longest job. None without a rate."""
     plans = plan(scan_result, categories, band_ids)
     if not plans:
         return 0.0
     if not rows_per_second:
         return None
-    per_band = []
-    for p in plans:
-        seconds = BAND_OVERHEAD_SECONDS + p.rows / rows_per_second
-        if Category.STALE in p.categories:
-            seconds += p.row.population / (rows_per_second * WRITE_COST_FACTOR)
-        per_band.append(seconds)
-    return max(max(per_band), sum(per_band) / math.sqrt(max(1, parallel)))
+    per_job = []
+    for job in _jobs(plans):
+        seconds = BAND_OVERHEAD_SECONDS + sum(p.rows for p in job) / rows_per_second
+        if any(Category.STALE in p.categories for p in job):
+            built = sum(p.row.population for p in job)
+            seconds += built / (rows_per_second * WRITE_COST_FACTOR)
+        per_job.append(seconds)
+    return max(max(per_job), sum(per_job) / math.sqrt(max(1, parallel)))
 
 
 # --- run --------------------------------------------------------------------------------------
