@@ -2,7 +2,9 @@
 statement (DOMAIN.md "The snapshot of population"), and the statements that write them in keyset
 batches, copying each new snapshot into the offers and ad events still NULL beside it.
 
-Shared by the band job (snapshots.py), the single-row re-snapshot, the backfill scan and the demo.
+Shared by the band job (snapshots.py), the group job (group.py: the same statements in their
+``grouped`` form, each row carrying its band), the single-row re-snapshot, the backfill scan and
+the demo.
 """
 
 from __future__ import annotations
