@@ -12,7 +12,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 
 from qsnap_gui.domain.jobs import CancelFlag, JobState, Mode, Progress
-from qsnap_gui.engine import snapshot_sql
+from qsnap_gui.engine import snapshot_sql, snapshots
 from qsnap_gui.engine.group import snapshot_group
 from qsnap_gui.engine.snapshots import GROUP_SESSION, snapshot_band
 from qsnap_gui.store import locks
@@ -483,4 +483,35 @@ def test_a_statement_timeout_on_every_attempt_fails_every_band_with_the_cause(sm
     errors = {r.error for r in results.values()}
     assert all(e and "exceeded the statement timeout of 1ms" in e for e in errors), errors
     with engine.connect() as conn:
+        assert locks.held_elsewhere(conn, locks.BAND, bands) == set()
+
+
+def test_a_writer_that_cannot_connect_fails_every_band_clearly(small_bands, monkeypatch):
+    """Any exception in a writer thread fails the group in bounded time, naming its step,
+    with nothing written and no band left locked."""
+    engine = small_bands.engine
+    bands = band_list(engine)[:40]
+    real = snapshots._job_session
+
+    def broken_in_writers(conn, name):
+        if "writer" in threading.current_thread().name:
+            raise RuntimeError("pool exhausted")
+        return real(conn, name)
+
+    monkeypatch.setattr(snapshots, "_job_session", broken_in_writers)
+    join = run_in_thread(
+        lambda: snapshot_group(
+            engine, bands, batch_size=10, split_rows=1, max_attempts=2, backoff=0
+        )
+    )
+    results = join()
+    assert {r.state for r in results.values()} == {JobState.FAILED}
+    assert {r.attempts for r in results.values()} == {2}
+    assert all(
+        "connecting a writer failed: RuntimeError: pool exhausted" in r.error
+        for r in results.values()
+    )
+    with engine.connect() as conn:
+        for band in bands:
+            assert set(stored_snapshots(conn, band).values()) == {None}
         assert locks.held_elsewhere(conn, locks.BAND, bands) == set()
