@@ -75,10 +75,6 @@ class _EveryFlag(CancelFlag):
         super().__init__()
         self._flags = list(flags)
 
-    def cancel(self) -> None:
-        for flag in self._flags:
-            flag.cancel()
-
     def is_set(self) -> bool:
         return all(flag.is_set() for flag in self._flags)
 
