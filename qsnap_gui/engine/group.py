@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from sqlalchemy import Connection, Engine, text
 
@@ -336,7 +337,10 @@ def snapshot_group(
     deferred: list[int] = []
     orphans: set[int] = set()
     error: str | None = None
-    for attempt in range(1, max_attempts + 1):
+    # the last attempt of a band a failing group leaves is its own band job: one band's trouble
+    # (a row held for ever, a row the server refuses) then fails that band alone
+    alone_from = max_attempts if max_attempts > 1 and len(order) > 1 else max_attempts + 1
+    for attempt in range(1, min(max_attempts, alone_from - 1) + 1):
         todo = [b for b in order if bands[b].state is None and b not in deferred]
         for band_id in todo:
             bands[band_id].attempts = attempt
@@ -373,7 +377,7 @@ def snapshot_group(
             say(f"{_named(left)}: {error} (attempt {attempt} of {max_attempts})")
             for band_id in left:
                 bands[band_id].error = f"band {band_id}: {error}"
-            if attempt < max_attempts:
+            if attempt < max_attempts and attempt + 1 < alone_from:
                 for band_id in left:
                     report(
                         Progress(
@@ -393,12 +397,39 @@ def snapshot_group(
             if not cancelled:
                 bands[band_id].error = None
         break
-    results = {b: _result(b, bands[b], started, report) for b in order if b not in deferred}
+    alone = [b for b in order if bands[b].state is None and bands[b].error and b not in deferred]
+    if alone and alone_from <= max_attempts:
+        say(f"{_named(alone)}: the last attempt runs band by band")
+    else:
+        alone = []
+    results = {
+        b: _result(b, bands[b], started, report)
+        for b in order
+        if b not in deferred and b not in alone
+    }
     if results:
         written = sum(r.rows_written for r in results.values())
         say(
             f"{plural(len(results), 'band')} snapshotted together: wrote {written} rows in "
             f"{time.monotonic() - started:.2f}s"
+        )
+    for band_id in alone:
+        result = snapshot_band(
+            engine,
+            band_id,
+            mode=mode,
+            batch_size=batch_size,
+            progress=progress,
+            cancel=flags[band_id],
+            log_line=log_line,
+            max_attempts=max_attempts,
+            backoff=backoff,
+            writers=writers,
+            split_rows=split_rows,
+            first_attempt=alone_from,
+        )
+        results[band_id] = replace(
+            result, rows_written=result.rows_written + bands[band_id].written
         )
     for band_id in deferred:
         results[band_id] = snapshot_band(

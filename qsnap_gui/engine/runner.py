@@ -118,6 +118,7 @@ class Runner:
         self.engine = engine
         self.executor = executor or ThreadExecutor(thread_cap(engine, threads))
         self.batch_size = batch_size
+        self.group_rows = GROUP_ROWS
         self.max_attempts = max_attempts
         self.backoff = backoff
         self._on_event = on_event or (lambda name, info: None)
@@ -220,7 +221,7 @@ class Runner:
             self._end(job, JobState.SUCCEEDED, result=[])
         small: dict[Mode, list[_Job]] = {}
         for child in children:
-            if child.plan.rows < GROUP_ROWS:
+            if child.plan.rows < self.group_rows:
                 small.setdefault(child.plan.mode, []).append(child)
             else:
                 self.executor.start(lambda child=child: self._run_band(child))

@@ -561,8 +561,11 @@ def snapshot_band(
     backoff: float = 1.0,
     writers: int = WRITERS,
     split_rows: int = SPLIT_ROWS,
+    first_attempt: int = 1,
 ) -> BandResult:
     """Snapshot one band; never raises for database trouble, returns how it ended.
+
+    ``first_attempt`` numbers the attempts of a band that a failed group hands over.
 
     A band of ``split_rows`` rows or more is written by ``writers`` connections at once.
     """
@@ -574,7 +577,7 @@ def snapshot_band(
     written = 0
     error: str | None = None
     orphans: set[int] = set()
-    for attempt in range(1, max_attempts + 1):
+    for attempt in range(first_attempt, max_attempts + 1):
         try:
             count, total, batches = _run_once(
                 engine,

@@ -102,6 +102,15 @@ class JobController(QObject):
         self._runner.max_attempts = value
 
     @property
+    def group_rows(self) -> int:
+        """A backfill's bands with fewer rows than this to write run together, as one group."""
+        return self._runner.group_rows
+
+    @group_rows.setter
+    def group_rows(self, value: int) -> None:
+        self._runner.group_rows = value
+
+    @property
     def backoff(self) -> float:
         return self._runner.backoff
 

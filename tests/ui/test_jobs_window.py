@@ -21,7 +21,7 @@ from uihelp import (
 )
 
 from qsnap_gui.engine.population import apply_membership
-from qsnap_gui.engine.snapshots import JobState
+from qsnap_gui.engine.snapshots import GROUP_SESSION, JobState
 from qsnap_gui.ui.dialogs.refresh_preview import RefreshPreviewDialog
 from qsnap_gui.ui.jobs import JobKind
 from qsnap_gui.ui.models import JOB_ROLE, BandsModel, JobsModel, TargetsModel
@@ -175,11 +175,12 @@ def test_cancel_in_the_middle_of_a_band(database, sql, make_window, qtbot, fresh
 
 
 class Killer(threading.Thread):
-    """Terminates the band job's connection each time it waits on the held rows."""
+    """Terminates the band job's connection (or its group's) each time it waits on the held
+    rows."""
 
     def __init__(self, url: str, band_id: int) -> None:
         super().__init__(daemon=True)
-        self.url, self.name_ = url, f"qsnap band {band_id}"
+        self.url, self.names = url, [f"qsnap band {band_id}", GROUP_SESSION]
         self.stop = threading.Event()
         self.kills = 0
 
@@ -189,8 +190,8 @@ class Killer(threading.Thread):
                 killed = conn.execute(
                     "select count(*) filter (where pg_terminate_backend(pid)) "
                     "from pg_stat_activity "
-                    "where application_name = %s and wait_event_type = 'Lock'",
-                    (self.name_,),
+                    "where application_name = any(%s) and wait_event_type = 'Lock'",
+                    (self.names,),
                 ).fetchone()[0]
                 self.kills += killed
                 self.stop.wait(0.01)
