@@ -21,6 +21,7 @@ from sqlalchemy import text
 from qsnap_gui.cli import main
 from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine import backfill as bf
+from qsnap_gui.engine import runner
 from qsnap_gui.engine.backfill import Category
 from qsnap_gui.engine.flows import run_backfill
 from qsnap_gui.engine.runner import GROUP_ROWS
@@ -716,7 +717,9 @@ class Killer:
         self.thread.join(10)
 
 
-def test_cli_exit_1_when_a_band_fails(create_db, demo_template, capsys):
+def test_cli_exit_1_when_a_band_fails(create_db, demo_template, capsys, monkeypatch):
+    # every band its own job (small bands otherwise share one group job and fail together)
+    monkeypatch.setattr(runner, "GROUP_ROWS", 0)
     url = create_db("cli_fail", template=demo_template)
     target = 3
     with psycopg.connect(libpq(url)) as blocker:
