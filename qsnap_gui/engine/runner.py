@@ -54,6 +54,13 @@ log = logging.getLogger(__name__)
 # a backfill's bands with fewer rows than this to write run together, as one group: each band
 # job of its own costs a connection, temporary tables, locks and planning (about 19 ms)
 GROUP_ROWS = 5_000
+# a group takes one advisory lock per band in one session: the server's lock table
+# (max_locks_per_transaction x max_connections, 6,400 by default) holds about as many for all
+# sessions at once, and 14,000 bands in one group ran out of it ("out of shared memory")
+GROUP_BANDS = 250
+# a parent job sums its children's progress at most this often (and when the last one ends):
+# summing 15,000 children on each of their events was quadratic
+AGGREGATE_SECONDS = 0.25
 
 EventFn = Callable[[str, JobInfo], None]
 LogFn = Callable[[str], None]
@@ -80,6 +87,8 @@ class _Job:
     flow: RefreshFlow | None = None
     finishing: bool = False
     start_error: BaseException | None = None
+    open_children: int = 0
+    aggregated: float = 0.0
 
 
 def _band_result(job: _Job, state: JobState, error: str | None = None) -> object:
@@ -221,15 +230,17 @@ class Runner:
             self._end(job, JobState.SUCCEEDED, result=[])
         small: dict[Mode, list[_Job]] = {}
         for child in children:
-            if child.plan.rows < self.group_rows:
+            if child.plan.rows_built < self.group_rows:
                 small.setdefault(child.plan.mode, []).append(child)
             else:
                 self.executor.start(lambda child=child: self._run_band(child))
-        for mode, group in small.items():
-            if len(group) == 1:
-                self.executor.start(lambda child=group[0]: self._run_band(child))
-            else:
-                self.executor.start(lambda group=group, mode=mode: self._run_group(group, mode))
+        for mode, bands in small.items():
+            for start in range(0, len(bands), GROUP_BANDS):
+                group = bands[start : start + GROUP_BANDS]
+                if len(group) == 1:
+                    self.executor.start(lambda child=group[0]: self._run_band(child))
+                else:
+                    self.executor.start(lambda group=group, mode=mode: self._run_group(group, mode))
         return job.info.id
 
     def retry(self, job_id: int) -> int:
@@ -505,6 +516,7 @@ class Runner:
             if parent is not None:
                 owner = self._jobs[parent]
                 owner.info.children = (*owner.info.children, job_id)
+                owner.open_children += 1
                 if owner.cancel.is_set():
                     job.cancel.cancel()
             self._emit("added", job)
@@ -571,9 +583,9 @@ class Runner:
             self._emit("finished", job)
             if info.parent is not None:
                 parent = self._jobs[info.parent]
-                self._aggregate(parent)
-                siblings = [self._jobs[c] for c in parent.info.children]
-                if all(s.done.is_set() for s in siblings) and not parent.finishing:
+                parent.open_children -= 1
+                self._aggregate(parent, force=parent.open_children == 0)
+                if parent.open_children == 0 and not parent.finishing:
                     parent.finishing = True
                     parent_done = parent
         if parent_done is not None:
@@ -613,7 +625,11 @@ class Runner:
         else:
             self._end(parent, JobState.SUCCEEDED, result=outcomes)
 
-    def _aggregate(self, parent: _Job) -> None:
+    def _aggregate(self, parent: _Job, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - parent.aggregated < AGGREGATE_SECONDS:
+            return
+        parent.aggregated = now
         children = [self._jobs[c].info for c in parent.info.children]
         info = parent.info
         info.rows_done = sum(c.rows_done for c in children)
