@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mode",
         choices=[m.value for m in Mode],
         default=Mode.MISSING.value,
-        help="missing: NULL only (default); repair: NULL and broken; force: every row",
+        help="missing: NULL only (default); repair: NULL and broken; force: every row "
+        "(rows already right are left alone)",
     )
     p.add_argument(
         "--batch-size",
@@ -193,8 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="missing,broken",
         metavar="LIST",
         help="categories to fix, comma-separated: missing, broken, stale (default "
-        "missing,broken; broken includes missing, stale includes both and rewrites every row "
-        "of a band with stale rows)",
+        "missing,broken; broken includes missing, stale includes both and rebuilds every row "
+        "of a band with stale rows, writing those that changed)",
     )
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--dry-run", action="store_true", help="scan and report, change nothing")

@@ -16,7 +16,7 @@ BAND_ROLE = Qt.ItemDataRole.UserRole + 1
 MODE_TIPS = {
     Mode.MISSING: "missing mode: fills NULL snapshots only",
     Mode.REPAIR: "repair mode: fills NULL snapshots and rebuilds broken ones",
-    Mode.FORCE: "force mode: rewrites every row of the band (it has stale snapshots)",
+    Mode.FORCE: "force mode: rebuilds every row of the band, writes those that changed (it has stale snapshots)",
 }
 
 
@@ -39,7 +39,7 @@ class ScanModel(TableModel):
     )
     TIPS = {
         5: "Well-formed snapshots that differ from a fresh one (the deep check)",
-        7: "Rows the band job will write (force mode: every row of the band)",
+        7: "Rows the band job will write (force mode: the stale, broken and missing ones)",
     }
     checksChanged = Signal()
 
