@@ -1077,6 +1077,30 @@ def test_band_job_transitions_shown_by_qsnap_wait(odb, monkeypatch):
     check_constraints_hold(odb, job_id)
 
 
+def test_a_job_claimed_before_the_first_poll_is_told_as_a_move_from_its_enqueued_state(odb):
+    band = a_band(odb)
+    node = StandInNode(odb)
+    queued = oban.enqueue_band(odb.engine, band)
+    assert [j["id"] for j in node.fetch(demand=1)] == [queued.job_id]
+    with odb.engine.connect() as conn:
+        info = oj.require(conn)
+    seen: list[str] = []
+    waited = oban.wait_for_jobs(
+        odb.engine,
+        info,
+        [queued.job_id],
+        known_states={queued.job_id: queued.state},
+        on_change=lambda change: seen.extend(change.lines()),
+        poll=0.01,
+        timeout=0.05,
+    )
+    assert waited.timed_out and waited.jobs[queued.job_id].state == "executing"
+    assert seen == [
+        f"job {queued.job_id} (band {band}): available -> executing "
+        "(attempt 1 of 3 on qlarius@worker-1)"
+    ]
+
+
 def test_spent_attempts_discard_the_job_and_qsnap_exits_1(odb, monkeypatch, capsys):
     band = a_band(odb)
     node = StandInNode(odb)

@@ -34,8 +34,8 @@ def print_enqueued(results) -> None:
         print(r.line)
 
 
-def follow(args: argparse.Namespace, db: Database, info, job_ids, *, quiet: bool = False):
-    """Follow the jobs to their end (``--wait``), printing each change unless quiet."""
+def follow(args: argparse.Namespace, db: Database, info, queued, *, quiet: bool = False):
+    """Follow the enqueued jobs to their end (``--wait``), printing each change unless quiet."""
     from qsnap_gui.engine.oban import wait_for_jobs
 
     def changed(change) -> None:
@@ -48,7 +48,8 @@ def follow(args: argparse.Namespace, db: Database, info, job_ids, *, quiet: bool
     result = wait_for_jobs(
         db.engine,
         info,
-        job_ids,
+        [q.job_id for q in queued],
+        known_states={q.job_id: q.state for q in queued},
         on_change=None if quiet else changed,
         on_progress=None if quiet else progressed,
         poll=max(args.poll, 0.01),
@@ -62,11 +63,11 @@ def follow(args: argparse.Namespace, db: Database, info, job_ids, *, quiet: bool
     return result
 
 
-def oban_wait(args: argparse.Namespace, db: Database, info, job_ids) -> int:
+def oban_wait(args: argparse.Namespace, db: Database, info, queued) -> int:
     if not args.wait:
         say("the jobs run on the Qlarius workers: follow them with qsnap oban-jobs")
         return 0
-    result = follow(args, db, info, job_ids)
+    result = follow(args, db, info, queued)
     for job in sorted(result.jobs.values(), key=lambda j: j.id):
         error = (
             f": {job.last_error.first_line}" if job.last_error and job.state != "completed" else ""
@@ -94,7 +95,7 @@ def snapshot_on_oban(args: argparse.Namespace, db: Database, band_ids: list[int]
         say("note: --batch-size is ignored with --engine oban (the workers use their own)")
     results = enqueue_bands(db.engine, band_ids, info=info)
     print_enqueued(results)
-    return oban_wait(args, db, info, [r.job_id for r in results])
+    return oban_wait(args, db, info, results)
 
 
 def populate_on_oban(args: argparse.Namespace, db: Database, target_id: int) -> int:
@@ -107,7 +108,7 @@ def populate_on_oban(args: argparse.Namespace, db: Database, target_id: int) -> 
     info = oban_info(db)
     queued = enqueue_populate_or_follow(db.engine, target_id, info=info)
     print_enqueued([queued])
-    code = oban_wait(args, db, info, [queued.job_id])
+    code = oban_wait(args, db, info, [queued])
     if args.wait:
         with db.engine.connect() as conn:
             status = conn.execute(
@@ -155,7 +156,7 @@ def backfill_on_oban(args: argparse.Namespace, db: Database, info, plans, report
         else:
             say("the job runs on the Qlarius workers: follow it with qsnap oban-jobs")
         return 0
-    result = follow(args, db, info, [r.job_id for r in results], quiet=args.json)
+    result = follow(args, db, info, results, quiet=args.json)
     with db.engine.connect() as conn:
         left = missing_snapshots(conn)
     job = result.jobs.get(results[0].job_id)

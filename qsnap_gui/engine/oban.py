@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Engine, text
@@ -397,6 +397,11 @@ class Change:
 
     job: ObanJob
     before: ObanJob | None
+    known_state: str | None = None  # what enqueueing reported, before the first poll
+
+    @property
+    def previous_state(self) -> str | None:
+        return self.before.state if self.before else self.known_state
 
     @property
     def state_changed(self) -> bool:
@@ -413,7 +418,8 @@ class Change:
         head = f"job {job.id} ({job.subject})"
         out = [f"{head}: attempt {e.attempt} failed: {e.first_line}" for e in self.new_errors]
         if self.state_changed:
-            moved = f"{self.before.state} -> {job.state}" if self.before else job.state
+            was = self.previous_state
+            moved = f"{was} -> {job.state}" if was and was != job.state else job.state
             detail = ""
             if job.state == "executing":
                 node = f" on {job.node}" if job.node else ""
@@ -428,11 +434,15 @@ class Change:
         return out
 
 
-def changes(before: dict[int, ObanJob], after: dict[int, ObanJob]) -> list[Change]:
+def changes(
+    before: dict[int, ObanJob],
+    after: dict[int, ObanJob],
+    known_states: Mapping[int, str] | None = None,
+) -> list[Change]:
     out = []
     for job_id, job in sorted(after.items()):
         old = before.get(job_id)
-        change = Change(job, old)
+        change = Change(job, old, (known_states or {}).get(job_id))
         if old is None or change.state_changed or change.new_errors or old.attempt != job.attempt:
             out.append(change)
     return out
@@ -459,9 +469,12 @@ def wait_for_jobs(
     poll: float = 2.0,
     timeout: float | None = None,
     stop: threading.Event | None = None,
+    known_states: Mapping[int, str] | None = None,
 ) -> WaitResult:
     """Poll the jobs until every one has ended (completed, discarded or cancelled).
 
+    ``known_states`` are the states enqueueing printed: a worker may claim a job before the
+    first poll, and the first change is then still told as a move from that state.
     Band progress is reported while a band job executes (NULL snapshots left), when it changes.
     """
     stop = stop or threading.Event()
@@ -474,7 +487,7 @@ def wait_for_jobs(
             now = get_jobs(conn, info, ids)
             executing = [j.band_id for j in now.values() if j.state == "executing" and j.band_id]
             progress = band_progress(conn, executing) if on_progress and executing else {}
-        for change in changes(result.jobs, now):
+        for change in changes(result.jobs, now, None if result.jobs else known_states):
             if on_change:
                 on_change(change)
         for band_id, p in progress.items():
