@@ -223,7 +223,7 @@ def test_cli_preview_json_and_text_write_nothing_also_read_only(db, capsys):
     url = db.url.render_as_string(hide_password=False)
     before = table_digests(db.engine)
     code, out, err = run(
-        capsys, "--dsn", url, "--read-only", "populate", "1", "--preview", "--json"
+        capsys, "--dsn", url, "--read-only", "populate", "1", "--preview", "--stale", "--json"
     )
     assert code == 0, err
     doc = json.loads(out)
@@ -249,7 +249,7 @@ def test_cli_preview_json_and_text_write_nothing_also_read_only(db, capsys):
     assert doc["totals"]["kept"] == sum(b["kept"] for b in doc["bands"]) > 0
     assert isinstance(doc["totals"]["offers_left"], int)  # the demo has offers
 
-    code, out, err = run(capsys, "--dsn", url, "populate", "1", "--preview", "--no-stale", "--json")
+    code, out, err = run(capsys, "--dsn", url, "populate", "1", "--preview", "--json")
     assert code == 0, err
     quick = json.loads(out)
     assert quick["totals"]["stale"] is None and all(b["stale"] is None for b in quick["bands"])
@@ -262,6 +262,24 @@ def test_cli_preview_json_and_text_write_nothing_also_read_only(db, capsys):
     assert lines[0].startswith("target 1 (") and "preview of Refresh Population" in lines[0]
     assert lines[1].split()[:4] == ["band", "id", "now", "kept"]
     assert lines[3].startswith("Bullseye") and lines[-1] == "nothing was written"
+    assert "stale kept" not in lines[1]
+    assert lines[-2] == "kept rows with a stale snapshot: not counted (--stale counts them)"
+
+    code, out, err = run(capsys, "--dsn", url, "populate", "1", "--preview", "--stale")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[1].split()[-5:-2] == ["after", "stale", "kept"]
+    bullseye = doc["bands"][0]
+    # label, id, now, kept, added, removed, moved in, moved out, after, stale kept, offers left
+    assert [int(v) for v in lines[3].split()[1:]] == [
+        bullseye[k]
+        for k in (
+            "band_id",
+            *("before", "kept", "added", "removed", "moved_in", "moved_out", "after"),
+            *("stale", "offers_left"),
+        )
+    ]
+    assert "not counted" not in out and lines[-1] == "nothing was written"
     assert table_digests(db.engine) == before
 
 

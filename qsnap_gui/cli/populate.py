@@ -29,7 +29,7 @@ def cmd_populate(args: argparse.Namespace, db: Database) -> int:
     target_id = parse_id(args.target_id, "target")
     if args.preview:
         return show_preview(args, db, target_id)
-    for flag in ("json", "no_stale"):
+    for flag in ("json", "stale"):
         if getattr(args, flag):
             option = "--" + flag.replace("_", "-")
             raise UsageError(f"{option} goes with --preview")
@@ -83,7 +83,7 @@ def show_preview(args: argparse.Namespace, db: Database, target_id: int) -> int:
     if args.engine != "local":
         raise UsageError("--preview reads the database itself: it cannot go with --engine oban")
     with db.engine.connect() as conn:
-        preview = preview_refresh(conn, target_id, stale=not args.no_stale)
+        preview = preview_refresh(conn, target_id, stale=args.stale)
     if args.json:
         print(json.dumps(preview.to_json(), ensure_ascii=False, indent=2))
         return 0
@@ -108,13 +108,14 @@ def preview_text(p: RefreshPreview) -> str:
             b.moved_in,
             b.moved_out,
             b.after,
-            "-" if b.stale is None else b.stale,
+            *([b.stale] if p.stale_checked else []),
             "-" if b.offers_left is None else b.offers_left,
         ]
         for b in p.bands
     ]
-    headers = ["band", "id", "now", "kept", "added", "removed", "moved in", "moved out"]
-    lines = [head, table([*headers, "after", "stale kept", offers], rows)]
+    headers = ["band", "id", "now", "kept", "added", "removed", "moved in", "moved out", "after"]
+    stale = ["stale kept"] if p.stale_checked else []
+    lines = [head, table([*headers, *stale, offers], rows)]
     lines.append(
         f"total: {p.kept} kept, {p.added} added, {p.removed} removed, "
         f"{plural(p.moved, 'me_file')} change band"
@@ -140,6 +141,8 @@ def preview_text(p: RefreshPreview) -> str:
             f"{sum(b.offers_left or 0 for b in p.bands)}, {by_refresh} of them because of "
             "this refresh (the application's CleanupInvalidOffersWorker acts on them)"
         )
+    if not p.stale_checked:
+        lines.append("kept rows with a stale snapshot: not counted (--stale counts them)")
     lines.append("nothing was written")
     return "\n".join(lines)
 
