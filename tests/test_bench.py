@@ -16,13 +16,17 @@ from qsnap_gui.engine.snapshot_sql import SPLIT_ROWS, WRITERS
 from qsnap_gui.store.db import open_database
 from qsnap_gui.tools.bench import (
     BENCH_TARGET,
+    ScaleFigures,
     WorldOptions,
     autovacuum,
     baseline_band,
     floor_band,
     floor_stream,
+    preview_against_membership,
     qsnap_bands,
+    render,
     stale_repair,
+    to_json,
 )
 from qsnap_gui.tools.bench.runs import keep_baseline
 from qsnap_gui.tools.bench.servers import stock_server
@@ -245,3 +249,42 @@ def test_stale_repair_figure_counts_the_rows_each_run_wrote_and_restores_the_tag
     assert figures.equal and figures.stale_rss_mb > 0 and figures.force_rss_mb > 0
     with engine.connect() as conn:
         assert conn.execute(tags).scalar() == before
+
+
+def test_preview_figure_times_the_membership_step_without_changing_the_populations(fresh_db):
+    engine = fresh_db.engine
+    digest = text(
+        "select count(*), md5(string_agg(target_band_id || ':' || me_file_id || ':' || "
+        "coalesce(matching_tags_snapshot::text, '~') || updated_at::text, ',' order by id)) "
+        "from target_populations"
+    )
+    with engine.begin() as conn:
+        # a me_file leaves the target: the membership step's diff deletes its row (rolled back)
+        conn.execute(
+            text(
+                "delete from me_file_tags where me_file_id = (select min(tp.me_file_id) "
+                "from target_populations tp join target_bands b on b.id = tp.target_band_id "
+                "where b.target_id = :t)"
+            ),
+            {"t": BENCH_TARGET},
+        )
+        status = conn.execute(
+            text("select population_status from targets where id = :t"), {"t": BENCH_TARGET}
+        ).scalar()
+        before = conn.execute(digest).one()
+    figures = preview_against_membership(engine, repeat=1)
+    assert figures.membership_seconds > 0 and figures.preview_seconds > 0
+    assert figures.stale_seconds > 0 and figures.ratio is not None
+    with engine.connect() as conn:
+        assert conn.execute(digest).one() == before
+        assert (
+            conn.execute(
+                text("select population_status from targets where id = :t"), {"t": BENCH_TARGET}
+            ).scalar()
+            == status
+        )
+    line = render([ScaleFigures(10, 10, None, preview=figures)])
+    assert f"populate --preview {figures.preview_seconds:.2f}s" in line
+    assert json.loads(json.dumps(to_json([ScaleFigures(10, 10, None, preview=figures)])))[0][
+        "preview"
+    ]["preview_over_membership"] == pytest.approx(figures.ratio)

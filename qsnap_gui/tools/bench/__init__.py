@@ -9,6 +9,7 @@ command runs in its own process, so its peak RSS is its own.
 from qsnap_gui.tools.bench.figures import (
     CommandFigures,
     ManyTargetsFigures,
+    PreviewFigures,
     ScaleFigures,
     StaleFigures,
     StrategyFigures,
@@ -16,7 +17,12 @@ from qsnap_gui.tools.bench.figures import (
     WorldOptions,
 )
 from qsnap_gui.tools.bench.render import many_to_json, render, render_many, to_json
-from qsnap_gui.tools.bench.runs import bench_scale, stale_repair, views_during_job
+from qsnap_gui.tools.bench.runs import (
+    bench_scale,
+    preview_against_membership,
+    stale_repair,
+    views_during_job,
+)
 from qsnap_gui.tools.bench.strategies import (
     baseline_band,
     floor_band,
@@ -30,6 +36,7 @@ __all__ = [
     "BENCH_TARGET",
     "CommandFigures",
     "ManyTargetsFigures",
+    "PreviewFigures",
     "ScaleFigures",
     "StaleFigures",
     "StrategyFigures",
@@ -42,6 +49,7 @@ __all__ = [
     "floor_stream",
     "main",
     "many_to_json",
+    "preview_against_membership",
     "qsnap_bands",
     "render",
     "render_many",

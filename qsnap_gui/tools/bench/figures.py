@@ -49,6 +49,20 @@ class StaleFigures:
 
 
 @dataclass
+class PreviewFigures:
+    """A refresh's preview against the refresh's own membership step (steps 2-3 of DOMAIN.md,
+    rolled back), each the median of runs in the bench's process on the same populations."""
+
+    membership_seconds: float
+    preview_seconds: float  # `populate --preview`: membership, diff, moves and offers left
+    stale_seconds: float  # `populate --preview --stale`: also the stale check of kept rows
+
+    @property
+    def ratio(self) -> float | None:
+        return self.preview_seconds / self.membership_seconds if self.membership_seconds else None
+
+
+@dataclass
 class WorldOptions:
     """The benchmark world: me_files, mean tags per me_file, and how the bench target's rows
     spread over its three bands (skewed: one band holds ~90 %; equal: a third each)."""
@@ -69,6 +83,7 @@ class ScaleFigures:
     mismatches: int = 0
     views: ViewFigures | None = None
     stale: StaleFigures | None = None
+    preview: PreviewFigures | None = None
     server: str = "embedded"
     settings: dict[str, str] = field(default_factory=dict)
     world: WorldOptions = field(default_factory=WorldOptions)

@@ -58,6 +58,13 @@ def render(results: list[ScaleFigures]) -> str:
                 "force time; rows "
                 + ("equal to the reference" if s.equal else "DIFFER from the reference")
             )
+        if f.preview is not None:
+            p = f.preview
+            lines.append(
+                f"{'':>9} Refresh Population's membership step {p.membership_seconds:.2f}s; "
+                f"populate --preview {p.preview_seconds:.2f}s ({p.ratio:.2f}x the membership "
+                f"step); with --stale, which rebuilds every kept snapshot, {p.stale_seconds:.2f}s"
+            )
         if f.process_start_seconds is not None:
             lines.append(
                 f"{'':>9} qsnap commands are timed as operators run them, start included "
@@ -90,6 +97,8 @@ def to_json(results: list[ScaleFigures]) -> list[dict]:
         item["qsnap_over_write_floor"] = f.ratio("qsnap", "floor")
         if f.stale is not None:
             item["stale"]["stale_over_force"] = f.stale.ratio
+        if f.preview is not None:
+            item["preview"]["preview_over_membership"] = f.preview.ratio
         out.append(item)
     return out
 

@@ -12,6 +12,8 @@ import time
 
 from sqlalchemy import Engine, text
 
+from qsnap_gui.engine.population import apply_membership
+from qsnap_gui.engine.preview import preview_refresh
 from qsnap_gui.store.db import make_engine
 from qsnap_gui.store.dsn import normalize_url
 from qsnap_gui.tools.bench.children import (
@@ -21,6 +23,7 @@ from qsnap_gui.tools.bench.children import (
     strategy_command,
 )
 from qsnap_gui.tools.bench.figures import (
+    PreviewFigures,
     ScaleFigures,
     StaleFigures,
     StrategyFigures,
@@ -124,6 +127,8 @@ def _bench_world(
         )
     figures.process_start_seconds = process_start(url)
     figures.stale = stale_repair(engine, url, band_ids, say)
+    figures.preview = preview_against_membership(engine, repeat)
+    say(f"scale {scale}: preview timed against the refresh's membership step")
     with engine.begin() as conn:
         conn.execute(text(f"drop table if exists {BASELINE_TABLE}"))
         conn.execute(
@@ -286,6 +291,34 @@ def stale_repair(engine: Engine, url: str, band_ids: list[int], say) -> StaleFig
         force_written=force_written,
         force_rss_mb=force.peak_rss_mb,
         equal=differ[0] == 0 and differ[1] == stale_rows,
+    )
+
+
+def preview_against_membership(engine: Engine, repeat: int = 1) -> PreviewFigures:
+    """The preview and the refresh's membership step, in turns on the same populations (the
+    membership step runs in a transaction rolled back, so every run sees the same rows).
+
+    The stale check rebuilds every kept snapshot: it runs ``repeat`` times, the others at
+    least three times each."""
+    times: dict[str, list[float]] = {"membership": [], "preview": [], "stale": []}
+
+    def timed(name: str, work) -> None:
+        started = time.perf_counter()
+        with engine.connect() as conn:
+            work(conn)
+        times[name].append(time.perf_counter() - started)
+
+    def membership(conn) -> None:
+        apply_membership(conn, BENCH_TARGET)
+        conn.rollback()
+
+    for run in range(max(repeat, 3)):
+        timed("membership", membership)
+        timed("preview", lambda conn: preview_refresh(conn, BENCH_TARGET, stale=False))
+        if run < repeat:
+            timed("stale", lambda conn: preview_refresh(conn, BENCH_TARGET, stale=True))
+    return PreviewFigures(
+        *(statistics.median(times[k]) for k in ("membership", "preview", "stale"))
     )
 
 
