@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from qsnap_gui.domain.codec import Decoded, Shape, decode
 from qsnap_gui.engine.inspection import pretty_json
-from qsnap_gui.store.db import open_database
+from qsnap_gui.store.db import TEMPORARY_PRIVILEGE, open_database
 from qsnap_gui.ui.inspector import BandPopulationView, InspectorWidget, SearchField
 from qsnap_gui.ui.models.snapshot_tree import (
     MAX_CHILD_NODES,
@@ -27,6 +27,7 @@ from qsnap_gui.ui.models.snapshot_tree import (
     build_nodes,
 )
 from tests.test_inspection import ENV_1_203, T1, build_world
+from tests.test_privileges import readme_grants, roles  # noqa: F401
 
 WAIT = 90_000  # generous: a loaded 2-core CI machine parses the 10 MB value slowly
 
@@ -531,3 +532,38 @@ def test_inspector_survives_deep_and_huge_values(qtbot, inspector, world):
     assert raw.endswith("Copy JSON copies all of it") and len(raw) < 1_100_000
     assert inspector.stale_badge.text() == "Stale"
     assert inspector.stale_list.topLevelItemCount() == 201  # 200 shown, then "… more"
+
+
+def test_a_role_without_temporary_resnapshots_one_row(qtbot, fresh_db, roles):  # noqa: F811
+    """One row is rewritten by one UPDATE: no temp table, so TEMPORARY is not asked for."""
+    grants = readme_grants("{role}", fresh_db.url.database)
+    url = roles(*[g.replace("CONNECT, TEMPORARY ON", "CONNECT ON") for g in grants])
+    with fresh_db.engine.begin() as conn:
+        population_id, me_file_id, band_id = conn.execute(
+            text(
+                "update target_populations set matching_tags_snapshot = null where id = "
+                "(select min(id) from target_populations) returning id, me_file_id, target_band_id"
+            )
+        ).one()
+    as_role = open_database(url)
+    try:
+        assert TEMPORARY_PRIVILEGE not in as_role.privileges
+        widget = InspectorWidget(as_role)
+        qtbot.addWidget(widget)
+        widget.show()
+        m = open_and_wait(qtbot, widget, me_file_id, band_id)
+        assert m.population_id == population_id and m.shape == "missing"
+        assert widget.snapshot_now_button.isEnabled()
+        with (
+            qtbot.waitSignal(widget.snapshotWritten, timeout=WAIT),
+            qtbot.waitSignal(widget.reportLoaded, timeout=WAIT),
+        ):
+            qtbot.mouseClick(widget.snapshot_now_button, Qt.MouseButton.LeftButton)
+        assert widget.current_membership().shape == "envelope"
+    finally:
+        as_role.dispose()
+    with fresh_db.engine.connect() as conn:
+        assert conn.execute(
+            text("select matching_tags_snapshot is not null from target_populations where id = :p"),
+            {"p": population_id},
+        ).scalar()

@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
 from qsnap_gui.domain.codec import Decoded, Shape
 from qsnap_gui.domain.shapes import Colour, shape_info
 from qsnap_gui.engine.inspection import InspectReport, Membership, resnapshot_row
-from qsnap_gui.store.db import SNAPSHOT_PRIVILEGES, Database
+from qsnap_gui.store.db import ROW_SNAPSHOT_PRIVILEGES, Database
 from qsnap_gui.ui import format as fmt
 from qsnap_gui.ui.access import write_block
 from qsnap_gui.ui.inspector.common import RAW_DISPLAY_CHARS, paint_pill, say
@@ -56,7 +56,7 @@ class InspectorWidget(QWidget):
         self._want_population: int | None = None
         self._want_band: int | None = None
         self._sized_for: int | None = None  # the me_file the memberships table was sized for
-        self._can_write = write_block(database, SNAPSHOT_PRIVILEGES) is None
+        self._can_write = write_block(database, ROW_SNAPSHOT_PRIVILEGES) is None
         self._user_sized = False
         self._build()
         self._show_membership(None)
