@@ -228,7 +228,7 @@ class InspectReport:
 # --- reading --------------------------------------------------------------------------------
 
 
-def _parse_snapshot(raw_text: str | None) -> tuple[Any, Decoded, bool, str | None]:
+def parse_snapshot(raw_text: str | None) -> tuple[Any, Decoded, bool, str | None]:
     """(value, decoded, readable, text kept) for one stored jsonb text; never raises."""
     if raw_text is None:
         return None, decode(None), True, None
@@ -267,7 +267,7 @@ _MEMBERSHIPS_SQL = """
 """
 
 # queries.band_order for several targets at once (same order, same labels).
-_BAND_ORDER_SQL = text(
+BAND_ORDER_SQL = text(
     """
     with b as (
         select b.id, b.target_id, b.title, b.is_bullseye = '1' as bullseye,
@@ -313,7 +313,7 @@ _TRAITS_SQL = text(
 
 
 @dataclass(frozen=True)
-class _BandPos:
+class BandPos:
     band_id: int
     target_id: int
     bullseye: bool
@@ -348,15 +348,15 @@ def inspect_me_file(conn: Connection, me_file_id: int, band_id: int | None = Non
         raise UsageError(f"me_file {me_file_id} is not in band {band_id}")
 
     target_ids = sorted({p[2] for p in pops if p[2] is not None})
-    positions: dict[int, _BandPos] = {}
-    by_target: dict[int, dict[int, _BandPos]] = {}
+    positions: dict[int, BandPos] = {}
+    by_target: dict[int, dict[int, BandPos]] = {}
     if target_ids:
-        for b_id, t_id, bullseye, idx in conn.execute(_BAND_ORDER_SQL, {"targets": target_ids}):
-            pos = _BandPos(b_id, t_id, bool(bullseye), idx)
+        for b_id, t_id, bullseye, idx in conn.execute(BAND_ORDER_SQL, {"targets": target_ids}):
+            pos = BandPos(b_id, t_id, bool(bullseye), idx)
             positions[b_id] = pos
             by_target.setdefault(t_id, {})[idx] = pos
 
-    def next_inward(b_id: int) -> _BandPos | None:
+    def next_inward(b_id: int) -> BandPos | None:
         pos = positions.get(b_id)
         if pos is None or pos.index == 0:
             return None
@@ -406,7 +406,7 @@ def inspect_me_file(conn: Connection, me_file_id: int, band_id: int | None = Non
 
     memberships = []
     for pop_id, b_id, t_id, t_title, b_title, snap_text, created, updated in pops:
-        value, decoded, readable, kept_text = _parse_snapshot(snap_text)
+        value, decoded, readable, kept_text = parse_snapshot(snap_text)
         pos = positions.get(b_id)
         nxt = next_inward(b_id)
         group_trait_ids = [t for _title, ids in band_groups.get(b_id, {}).values() for t in ids]

@@ -35,9 +35,9 @@ from qsnap_gui.domain.codec import (
     to_nested,
 )
 from qsnap_gui.engine.inspection import (
-    _BAND_ORDER_SQL,
-    _BandPos,
-    _parse_snapshot,
+    BAND_ORDER_SQL,
+    BandPos,
+    parse_snapshot,
     pretty_json,
 )
 
@@ -325,7 +325,7 @@ def _page(
     populations: dict[int, Population] = {}
     if bands:
         found = [
-            (b_id, pop_id, _parse_snapshot(snap)[1])
+            (b_id, pop_id, parse_snapshot(snap)[1])
             for b_id, pop_id, snap in conn.execute(
                 _POPULATIONS_SQL, {"m": me_file_id, "bands": bands}
             )
@@ -339,7 +339,7 @@ def _page(
             populations[b_id] = Population(pop_id, decoded, good)
     labels = _band_labels(conn, {r[5] for r in rows if r[5] is not None})
 
-    parsed = [_parse_snapshot(r[9]) for r in rows]
+    parsed = [parse_snapshot(r[9]) for r in rows]
     diffs = [
         _diff(p[1], populations[r[3]].decoded) if r[3] in populations else None
         for r, p in zip(rows, parsed, strict=True)
@@ -389,13 +389,13 @@ def _page(
     return CarrierPage(kind, total, offset, tuple(out), len(fetched) > limit)
 
 
-def _band_labels(conn: Connection, target_ids: Iterable[int]) -> dict[int, _BandPos]:
+def _band_labels(conn: Connection, target_ids: Iterable[int]) -> dict[int, BandPos]:
     targets = sorted(target_ids)
     if not targets:
         return {}
     return {
-        b_id: _BandPos(b_id, t_id, bool(bullseye), idx)
-        for b_id, t_id, bullseye, idx in conn.execute(_BAND_ORDER_SQL, {"targets": targets})
+        b_id: BandPos(b_id, t_id, bool(bullseye), idx)
+        for b_id, t_id, bullseye, idx in conn.execute(BAND_ORDER_SQL, {"targets": targets})
     }
 
 
