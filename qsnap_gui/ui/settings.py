@@ -18,12 +18,14 @@ APPLICATION = "qsnap-gui"
 RECENT_KEY = "connections/recent"
 MAX_RECENT = 8
 SAVE_FOLDER_KEY = "paths/save"
+# preferences saved under an earlier name, read when the new one was never saved
+RENAMED_PREFERENCES = {"threads": "pool_size"}
 
 
 @dataclass
 class Preferences:
     batch_size: int = DEFAULT_BATCH_SIZE
-    pool_size: int = 0  # 0: one thread per band job, up to the number of CPUs
+    threads: int = 0  # job threads; 0: one per band job, up to the number of CPUs
     retry_backoff: float = 1.0
     confirm_refresh: bool = True
     confirm_force: bool = True
@@ -35,14 +37,19 @@ class Preferences:
         settings = QSettings()
         values = {}
         for f in fields(cls):
-            default = f.default
-            values[f.name] = settings.value(f"preferences/{f.name}", default, type=type(default))
+            key = f"preferences/{f.name}"
+            old = RENAMED_PREFERENCES.get(f.name)
+            if old and not settings.contains(key) and settings.contains(f"preferences/{old}"):
+                key = f"preferences/{old}"
+            values[f.name] = settings.value(key, f.default, type=type(f.default))
         return cls(**values)
 
     def save(self) -> None:
         settings = QSettings()
         for f in fields(self):
             settings.setValue(f"preferences/{f.name}", getattr(self, f.name))
+        for old in RENAMED_PREFERENCES.values():
+            settings.remove(f"preferences/{old}")
         settings.sync()
 
 

@@ -257,7 +257,7 @@ def test_the_event_loop_is_never_starved(database, sql, make_window, qtbot):
     target_id = 4
     largest = bands_by_size(sql, target_id)[:3]
     assert len(largest) == 3, "the demo's target 4 has at least three bands"
-    window = make_window(database, batch_size=2, pool_size=3)  # many batches: a busy GUI thread
+    window = make_window(database, batch_size=2, threads=3)  # many batches: a busy GUI thread
     select_target(window, qtbot, target_id)
     ticks: list[float] = []
     timer = QTimer()

@@ -207,7 +207,7 @@ def test_preferences_apply_and_persist_with_the_layout(database, make_window, qt
 
     def edit(dialog):
         dialog.batch_size.setValue(250)
-        dialog.pool_size.setValue(3)
+        dialog.threads.setValue(3)
         dialog.backoff.setValue(0.5)
         dialog.confirm_close.setChecked(True)
         return PreferencesDialog.DialogCode.Accepted
@@ -278,3 +278,13 @@ def test_screenshot_of_a_bad_connection_fails_cleanly(dsn, reason, tmp_path):
     assert reason in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_thread_count_saved_under_its_old_name_is_kept(qapp):
+    settings = QSettings()
+    settings.remove("preferences")
+    settings.setValue("preferences/pool_size", 5)
+    assert Preferences.load().threads == 5
+    Preferences(threads=2).save()
+    assert not settings.contains("preferences/pool_size")
+    assert Preferences.load().threads == 2

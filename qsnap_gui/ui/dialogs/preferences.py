@@ -31,10 +31,10 @@ class PreferencesDialog(QDialog):
         self.batch_size.setGroupSeparatorShown(True)
         self.batch_size.setSuffix(" rows")
         self.batch_size.setToolTip("Rows written per transaction by a snapshot job")
-        self.pool_size = QSpinBox()
-        self.pool_size.setRange(0, 64)
-        self.pool_size.setSpecialValueText(f"automatic ({default_threads()})")
-        self.pool_size.setToolTip(
+        self.threads = QSpinBox()
+        self.threads.setRange(0, 64)
+        self.threads.setSpecialValueText(f"automatic ({default_threads()})")
+        self.threads.setToolTip(
             "Band jobs running at once; automatic is one per band up to the number of CPUs"
         )
         self.backoff = QDoubleSpinBox()
@@ -50,7 +50,7 @@ class PreferencesDialog(QDialog):
         jobs = QGroupBox("Jobs")
         jobs_form = QFormLayout(jobs)
         jobs_form.addRow("Batch size", self.batch_size)
-        jobs_form.addRow("Threads", self.pool_size)
+        jobs_form.addRow("Threads", self.threads)
         jobs_form.addRow("Retry backoff", self.backoff)
         confirmations = QGroupBox("Ask for confirmation")
         confirm_layout = QVBoxLayout(confirmations)
@@ -79,7 +79,7 @@ class PreferencesDialog(QDialog):
 
     def _show(self, p: Preferences) -> None:
         self.batch_size.setValue(p.batch_size)
-        self.pool_size.setValue(p.pool_size)
+        self.threads.setValue(p.threads)
         self.backoff.setValue(p.retry_backoff)
         self.confirm_refresh.setChecked(p.confirm_refresh)
         self.confirm_force.setChecked(p.confirm_force)
@@ -93,7 +93,7 @@ class PreferencesDialog(QDialog):
     def preferences(self) -> Preferences:
         return Preferences(
             batch_size=self.batch_size.value(),
-            pool_size=self.pool_size.value(),
+            threads=self.threads.value(),
             retry_backoff=self.backoff.value(),
             confirm_refresh=self.confirm_refresh.isChecked(),
             confirm_force=self.confirm_force.isChecked(),

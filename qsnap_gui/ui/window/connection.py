@@ -96,7 +96,7 @@ class Connection(QObject):
         w.runner.secret = database.url
         w.shape_counts.set_secret(database.url)
         w.shape_counts.forget_all()
-        w.controller = JobController(database, w, max_threads=w.preferences.pool_size or None)
+        w.controller = JobController(database, w, max_threads=w.preferences.threads or None)
         w.apply_preferences()
         w.job_feed.attach(w.controller)
         self._build_inspector(database)

@@ -130,7 +130,7 @@ class MainWindow(QMainWindow):
         if self.controller is not None:
             self.controller.batch_size = self.preferences.batch_size
             self.controller.backoff = self.preferences.retry_backoff
-            self.controller.max_threads = self.preferences.pool_size or None
+            self.controller.max_threads = self.preferences.threads or None
 
     # --- reading ----------------------------------------------------------------------------
 
