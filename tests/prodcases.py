@@ -30,7 +30,7 @@ PROD_SPEC = DemoSpec(
 @dataclass(frozen=True)
 class ProductionCases:
     """Where each case lives: ``cases[name]`` are ids, described in the generator
-    (tools/demo.py, _insert_edge_catalogue, _populate_edge and _insert_edge_offers)."""
+    (tools/demo/edge.py: insert_edge_catalogue, populate_edge and insert_edge_offers)."""
 
     url: str
     cases: dict[str, tuple[int, ...]]
