@@ -12,6 +12,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import event, text
 
+from qsnap_gui.domain.codec import broken_sql, is_broken
 from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine import backfill as bf
 from qsnap_gui.engine.backfill import Category
@@ -250,6 +251,66 @@ def test_band_counts_many_is_the_scan_of_those_bands(market):
         assert only_missing.broken is None and only_missing.stale is None
         with pytest.raises(UsageError, match="bands 999, 998 do not exist"):
             bf.band_counts_many(conn, [11, 999, 998], ALL)
+
+
+def test_blank_values_are_judged_in_sql_as_the_codec_judges_them(create_db):
+    """Each blank entry probes the me_file's tags on its trait: a value, a blank one, none,
+    both, and a trait id beyond the integer range."""
+    w = World()
+    w.traits = [(30, "Home Zip Code", 2, None), (31, "02140", 2140, 30), (32, "02141", 2141, 30)]
+    w.me_files = list(range(1, 8))
+    w.tags = [
+        (1, 31, "02140"),
+        (2, 31, None),
+        (3, 31, ""),
+        (4, 31, "02140"),
+        (4, 31, ""),
+        (5, 32, "02141"),
+        (6, 31, "02140"),
+        (7, 31, "02140"),
+        (7, 32, "02141"),
+    ]
+    w.groups = {1: [31, 32]}
+    w.bands = [(11, 1, True, [1])]
+    w.populations = [(11, m) for m in w.me_files]
+    blank_31 = [[31, None, 2140]]
+    snapshots = {
+        1: blank_31,
+        2: blank_31,
+        3: [[31, "", 2140]],
+        4: blank_31,
+        5: blank_31,
+        6: [[31, "02140", 2140], [3_000_000_000, None, 2141]],
+        7: [[31, "02140", 2140], [32, "", 2141]],
+    }
+    database = open_database(create_db("scan_blanks"), check_schema=False)
+    try:
+        load_world(database.engine, w)
+        with database.engine.begin() as conn:
+            for me, children in snapshots.items():
+                conn.execute(
+                    text(
+                        "update target_populations set matching_tags_snapshot = cast(:s as jsonb) "
+                        "where me_file_id = :m"
+                    ),
+                    {"s": json.dumps({"tags": [[30, "Home Zip Code", 2, children]]}), "m": me},
+                )
+        with database.engine.connect() as conn:
+            pops = reference.populations(conn)
+            tags = reference.me_file_tags(conn)
+            want = {p.me_file for p in pops.values() if is_broken(p.decoded, tags[p.me_file])}
+            column, me_file = "tp.matching_tags_snapshot", "tp.me_file_id"
+            in_sql = conn.execute(
+                text(
+                    f"select tp.me_file_id from target_populations tp "
+                    f"where {broken_sql(column, me_file)}"
+                )
+            ).scalars()
+            row = bf.scan(conn, None, ALL, measure=False).rows[0]
+        assert want == {1, 7} == set(in_sql)
+        assert row.broken == 2 and row.shapes["null_values"] == 2
+    finally:
+        database.dispose()
 
 
 def carriers_world() -> World:

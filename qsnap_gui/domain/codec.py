@@ -349,29 +349,26 @@ def needs_repair_sql(column: str) -> str:
 
 
 def _int_or_null(json_number: str) -> str:
-    """A jsonb integer as a bigint, NULL when out of range (it then equals no id)."""
-    return (
-        f"(select case when n between -9223372036854775808 and 9223372036854775807 "
-        f"then cast(n as bigint) end from (select cast({json_number} as numeric) as n) q)"
-    )
+    """A jsonb integer as an integer, NULL when out of range (it then equals no id): a plain
+    expression, so that a comparison with an integer column can be an index condition."""
+    n = f"cast({json_number} as numeric)"
+    return f"(case when {n} between -2147483648 and 2147483647 then cast({n} as integer) end)"
 
 
 def blank_entries_wrong_sql(column: str, me_file_column: str) -> str:
     """True when a blank child entry stands for a tag that has a value now (DOMAIN.md "null
     values"): the me_file has a tag on that trait with a value and none without one.
 
-    ``column`` must be known to hold a structurally good envelope.
+    ``column`` must be known to hold a structurally good envelope. Each blank entry probes
+    the (me_file_id, trait_id) index once: ``bool_and`` is NULL without a tag, false with a
+    blank one.
     """
     c = f"({column})"
     blank = 'strict $.tags[*][3][*] ? (@[1] == null || @[1] == "")'
-    same_trait = (
-        f"from me_file_tags mt where mt.me_file_id = {me_file_column} "
-        f"and mt.trait_id = {_int_or_null('e -> 0')}"
-    )
     return (
         f"exists (select 1 from jsonb_path_query({c}, '{blank}') as b(e)"
-        f" where exists (select 1 {same_trait} and coalesce(mt.tag_value, '') <> '')"
-        f" and not exists (select 1 {same_trait} and coalesce(mt.tag_value, '') = ''))"
+        f" where (select bool_and(coalesce(mt.tag_value, '') <> '') from me_file_tags mt"
+        f" where mt.me_file_id = {me_file_column} and mt.trait_id = {_int_or_null('b.e -> 0')}))"
     )
 
 

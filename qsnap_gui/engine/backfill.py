@@ -54,7 +54,14 @@ from typing import TypeVar
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import DBAPIError
 
-from qsnap_gui.domain.codec import BROKEN_SHAPES, broken_sql, good_sql, same_sql, shape_sql
+from qsnap_gui.domain.codec import (
+    BROKEN_SHAPES,
+    blank_entries_wrong_sql,
+    broken_sql,
+    good_sql,
+    same_sql,
+    shape_sql,
+)
 from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine.snapshot_sql import ProgressFn, snapshot_select_sql
 from qsnap_gui.engine.snapshots import (
@@ -347,11 +354,20 @@ MISSING_SQL = f"""
     where tp.target_band_id = any(:ids) and {COLUMN} is null and tp.me_file_id is not null
     group by 1
 """
-# every band of a chunk in one statement: its cost follows the rows, not the bands
+# every band of a chunk in one statement: its cost follows the rows, not the bands. Each row's
+# shape is computed once (offset 0 keeps the planner from copying it into every use) and
+# broken follows from it as broken_sql says: every shape but a good envelope, null values only
+# where a blank entry stands for a tag that has a value now
 BROKEN_SQL = f"""
-    select tp.target_band_id, {shape_sql(COLUMN)} as shape, count(*) from target_populations tp
-    where tp.target_band_id = any(:ids) and tp.me_file_id is not null and {COLUMN} is not null
-      and {broken_sql(COLUMN, ME_FILE)}
+    select x.band, x.shape, count(*) from (
+        select tp.target_band_id as band, {shape_sql(COLUMN)} as shape, {COLUMN} as snap,
+               tp.me_file_id as me_file
+        from target_populations tp
+        where tp.target_band_id = any(:ids) and tp.me_file_id is not null and {COLUMN} is not null
+        offset 0
+    ) x
+    where x.shape <> 'envelope'
+      and (x.shape <> 'null_values' or {blank_entries_wrong_sql("x.snap", "x.me_file")})
     group by 1, 2
 """
 CHUNK_SQL = """
