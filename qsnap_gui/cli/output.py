@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+import time
 import unicodedata
 from collections.abc import Callable
 from datetime import datetime
 
 from qsnap_gui.domain.errors import UsageError
+from qsnap_gui.domain.jobs import ACTIVE_STATES, BandResult, JobState, Progress
 from qsnap_gui.domain.words import plural
-from qsnap_gui.engine.snapshots import BandResult, JobState, Progress
 from qsnap_gui.store.db import (
     Database,
 )
@@ -27,7 +28,14 @@ CLEAR_LINE = "\r\033[K"
 
 
 class ProgressPrinter:
-    """Band progress on stderr: one redrawn line on a terminal, plain lines otherwise."""
+    """Band progress on stderr: one redrawn line on a terminal, plain lines otherwise.
+
+    The terminal line is drawn at most every ``REDRAW_SECONDS`` (and by ``done``); with more
+    than ``BANDS_SHOWN`` bands it sums them up instead of naming each.
+    """
+
+    REDRAW_SECONDS = 0.1
+    BANDS_SHOWN = 4
 
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stderr
@@ -35,20 +43,18 @@ class ProgressPrinter:
         self.lock = OUTPUT_LOCK
         self.state: dict[int, Progress] = {}
         self.last_step: dict[int, int] = {}
+        self.drawn_at: float | None = None
+        self.pending = False
 
     def __call__(self, p: Progress) -> None:
         with self.lock:
             self.state[p.band_id] = p
             if self.tty:
-                parts = []
-                for band_id, q in sorted(self.state.items()):
-                    pct = 100 * q.rows_done // q.rows_total if q.rows_total else 0
-                    bar = "#" * (pct // 10) + "." * (10 - pct // 10)
-                    parts.append(f"band {band_id} [{bar}] {pct:3d}% {q.state}")
-                line = "  ".join(parts)[:200]
-                self.stream.write(CLEAR_LINE + line)
-                self.stream.flush()
-                _drawn[id(self.stream)] = (self.stream, line)
+                now = time.monotonic()
+                self.pending = True
+                if self.drawn_at is None or now - self.drawn_at >= self.REDRAW_SECONDS:
+                    self.drawn_at = now
+                    self._draw()
                 return
             if p.state is JobState.RUNNING and p.batches and self._worth_a_line(p):
                 self.stream.write(
@@ -58,6 +64,29 @@ class ProgressPrinter:
             elif p.state is not JobState.RUNNING:
                 detail = f": {p.message}" if p.message and p.message != str(p.state) else ""
                 self.stream.write(f"band {p.band_id}: {p.state}{detail}\n")
+
+    def _draw(self) -> None:
+        self.pending = False
+        if len(self.state) <= self.BANDS_SHOWN:
+            parts = []
+            for band_id, q in sorted(self.state.items()):
+                pct = 100 * q.rows_done // q.rows_total if q.rows_total else 0
+                parts.append(f"band {band_id} {_bar(pct)} {pct:3d}% {q.state}")
+            line = "  ".join(parts)[:200]
+        else:
+            done = total = ended = 0
+            for q in self.state.values():
+                done += q.rows_done
+                total += q.rows_total
+                ended += q.state not in ACTIVE_STATES
+            pct = 100 * done // total if total else 0
+            line = (
+                f"{len(self.state):,} bands {_bar(pct)} {pct:3d}%: {ended:,} ended, "
+                f"{done:,}/{total:,} rows"
+            )
+        self.stream.write(CLEAR_LINE + line)
+        self.stream.flush()
+        _drawn[id(self.stream)] = (self.stream, line)
 
     def _worth_a_line(self, p: Progress) -> bool:
         """The first and last batch and every 5% between, so logs stay readable."""
@@ -69,8 +98,14 @@ class ProgressPrinter:
 
     def done(self) -> None:
         with self.lock:
+            if self.pending:
+                self._draw()
             if _drawn.pop(id(self.stream), None) is not None:
                 self.stream.write("\n")
+
+
+def _bar(pct: int) -> str:
+    return "[" + "#" * (pct // 10) + "." * (10 - pct // 10) + "]"
 
 
 def say(line: str) -> None:

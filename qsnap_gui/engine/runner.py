@@ -58,9 +58,12 @@ GROUP_ROWS = 5_000
 # (max_locks_per_transaction x max_connections, 6,400 by default) holds about as many for all
 # sessions at once, and 14,000 bands in one group ran out of it ("out of shared memory")
 GROUP_BANDS = 250
-# a parent job sums its children's progress at most this often (and when the last one ends):
-# summing 15,000 children on each of their events was quadratic
+# a parent job reports its children's summed progress at most this often (and when the last one
+# ends); the sums themselves are kept up to date from each child's change
 AGGREGATE_SECONDS = 0.25
+# a child's progress that changes no state is reported at most this often per parent (and
+# always when it ends): 15,000 small bands made three events each
+CHILD_EVENT_SECONDS = 0.1
 
 EventFn = Callable[[str, JobInfo], None]
 LogFn = Callable[[str], None]
@@ -89,6 +92,13 @@ class _Job:
     start_error: BaseException | None = None
     open_children: int = 0
     aggregated: float = 0.0
+    child_event: float = 0.0
+    sums: tuple[int, int, int, int, int] = (0, 0, 0, 0, 0)
+
+
+def _counters(info: JobInfo) -> tuple[int, int, int, int, int]:
+    """What a parent sums of its children."""
+    return info.rows_done, info.rows_total, info.rows_written, info.batch, info.batches
 
 
 def _band_result(job: _Job, state: JobState, error: str | None = None) -> object:
@@ -130,7 +140,7 @@ class Runner:
         self.group_rows = GROUP_ROWS
         self.max_attempts = max_attempts
         self.backoff = backoff
-        self._on_event = on_event or (lambda name, info: None)
+        self._on_event = on_event
         self._on_progress = on_progress or (lambda p: None)
         self._say = on_log or log.info
         self._stage = on_stage or self._say
@@ -183,14 +193,22 @@ class Runner:
                     parent=parent,
                 )
             ]
-        jobs = [
-            self._new(
-                JobKind.SNAPSHOT, target_id, band_id, label or f"band {band_id}", str(mode), parent
-            )
-            for band_id, label in bands
-        ]
-        for job in jobs:
-            job.batch_size = batch_size or self.batch_size
+        with self._lock:
+            jobs = [
+                self._make(
+                    JobKind.SNAPSHOT,
+                    target_id,
+                    band_id,
+                    label or f"band {band_id}",
+                    str(mode),
+                    parent,
+                )
+                for band_id, label in bands
+            ]
+            for job in jobs:
+                job.batch_size = batch_size or self.batch_size
+            if parent is not None:
+                self._adopt(self._jobs[parent], jobs)
         if jobs:
             self.executor.start(lambda: self._run_group(jobs, mode))
         return [job.info.id for job in jobs]
@@ -214,18 +232,21 @@ class Runner:
         )
         job.info.max_attempts = 1
         self._begin(job)
-        for p in plans:
-            child = self._new(
-                JobKind.SNAPSHOT,
-                p.row.target_id,
-                p.band_id,
-                f"{p.row.target_title} · {p.row.label}",
-                str(p.mode),
-                job.info.id,
-            )
-            child.plan = p
-            child.batch_size = batch_size or self.batch_size
-        children = [self._jobs[c] for c in job.info.children]
+        with self._lock:
+            children = []
+            for p in plans:
+                child = self._make(
+                    JobKind.SNAPSHOT,
+                    p.row.target_id,
+                    p.band_id,
+                    f"{p.row.target_title} · {p.row.label}",
+                    str(p.mode),
+                    job.info.id,
+                )
+                child.plan = p
+                child.batch_size = batch_size or self.batch_size
+                children.append(child)
+            self._adopt(job, children)
         if not children:
             self._end(job, JobState.SUCCEEDED, result=[])
         small: dict[Mode, list[_Job]] = {}
@@ -499,30 +520,47 @@ class Runner:
         parent: int | None = None,
     ) -> _Job:
         with self._lock:
-            job_id = next(self._ids)
-            job = _Job(
-                JobInfo(
-                    job_id,
-                    kind,
-                    target_id,
-                    band_id,
-                    label,
-                    mode,
-                    max_attempts=self.max_attempts,
-                    parent=parent,
-                )
-            )
-            self._jobs[job_id] = job
+            job = self._make(kind, target_id, band_id, label, mode, parent)
             if parent is not None:
-                owner = self._jobs[parent]
-                owner.info.children = (*owner.info.children, job_id)
-                owner.open_children += 1
-                if owner.cancel.is_set():
-                    job.cancel.cancel()
-            self._emit("added", job)
-            if parent is not None:
-                self._emit("changed", self._jobs[parent])
+                self._adopt(self._jobs[parent], [job])
             return job
+
+    def _make(
+        self,
+        kind: JobKind,
+        target_id: int | None,
+        band_id: int | None,
+        label: str,
+        mode: str,
+        parent: int | None,
+    ) -> _Job:
+        """A job known to the runner (``added``); a child must then be adopted by its parent."""
+        job_id = next(self._ids)
+        job = _Job(
+            JobInfo(
+                job_id,
+                kind,
+                target_id,
+                band_id,
+                label,
+                mode,
+                max_attempts=self.max_attempts,
+                parent=parent,
+            )
+        )
+        self._jobs[job_id] = job
+        if parent is not None and self._jobs[parent].cancel.is_set():
+            job.cancel.cancel()
+        self._emit("added", job)
+        return job
+
+    def _adopt(self, owner: _Job, jobs: list[_Job]) -> None:
+        """Children added to their parent at once (one by one, 15,000 of them were quadratic)."""
+        if not jobs:
+            return
+        owner.info.children = (*owner.info.children, *(job.info.id for job in jobs))
+        owner.open_children += len(jobs)
+        self._emit("changed", owner)
 
     def _begin(self, job: _Job) -> bool:
         """Mark a job picked up by a thread; False when it has already ended (cancelled)."""
@@ -547,6 +585,8 @@ class Runner:
                 JobState.RETRYING,
             ):
                 return
+            before, note = info.state, info.note
+            counted = _counters(info)
             info.state = p.state
             info.attempt = p.attempt
             if p.elapsed:
@@ -557,9 +597,18 @@ class Runner:
             if p.state in (JobState.RETRYING, JobState.FAILED) and p.message:
                 info.error = p.message
             info.note = p.message if p.state is JobState.WAITING else ""
-            self._emit("changed", job)
-            if info.parent is not None:
-                self._aggregate(self._jobs[info.parent])
+            if info.parent is None:
+                self._emit("changed", job)
+                return
+            parent = self._jobs[info.parent]
+            self._count(parent, counted, info)
+            now = time.monotonic()
+            if info.state is not before or info.note != note:
+                self._emit("changed", job)
+            elif now - parent.child_event >= CHILD_EVENT_SECONDS:
+                parent.child_event = now
+                self._emit("changed", job)
+            self._aggregate(parent)
 
     def _end(
         self, job: _Job, state: JobState, *, result: object = None, error: str | None = None
@@ -569,12 +618,15 @@ class Runner:
             if job.done.is_set():
                 return
             info = job.info
+            counted = _counters(info)
             info.state = state
             info.result = result
             if info.started is not None:
                 info.elapsed = max(info.elapsed, time.time() - info.started)
             if isinstance(result, (BandResult, BandOutcome)):
                 self._take_result(info, result)
+            if info.parent is not None:
+                self._count(self._jobs[info.parent], counted, info)
             if state is JobState.FAILED:
                 info.error = error or info.error
             elif state is JobState.SUCCEEDED:
@@ -625,23 +677,28 @@ class Runner:
         else:
             self._end(parent, JobState.SUCCEEDED, result=outcomes)
 
+    @staticmethod
+    def _count(parent: _Job, counted: tuple[int, ...], child: JobInfo) -> None:
+        """The parent's sums moved by what one child's change moved."""
+        parent.sums = tuple(
+            s + new - old
+            for s, new, old in zip(parent.sums, _counters(child), counted, strict=True)
+        )
+
     def _aggregate(self, parent: _Job, force: bool = False) -> None:
         now = time.monotonic()
         if not force and now - parent.aggregated < AGGREGATE_SECONDS:
             return
         parent.aggregated = now
-        children = [self._jobs[c].info for c in parent.info.children]
         info = parent.info
-        info.rows_done = sum(c.rows_done for c in children)
-        info.rows_total = sum(c.rows_total for c in children)
-        info.rows_written = sum(c.rows_written for c in children)
-        info.batch = sum(c.batch for c in children)
-        info.batches = sum(c.batches for c in children)
+        info.rows_done, info.rows_total, info.rows_written, info.batch, info.batches = parent.sums
         if info.started is not None:
             info.elapsed = time.time() - info.started
         self._emit("changed", parent)
 
     def _emit(self, name: str, job: _Job) -> None:
+        if self._on_event is None:
+            return
         try:
             self._on_event(name, replace(job.info))
         except Exception:
