@@ -318,7 +318,7 @@ def test_browse_only_role_previews_and_writes_nothing(fresh_db, roles, capsys): 
         assert refresh_preview(as_role, TARGET).to_json() == as_owner
     finally:
         as_role.dispose()
-    code, out, err = run(capsys, "--dsn", url, "populate", "1", "--preview", "--json")
+    code, out, err = run(capsys, "--dsn", url, "populate", "1", "--preview", "--stale", "--json")
     assert code == 0, err
     assert json.loads(out) == as_owner
     assert as_owner["totals"]["moved"] > 0

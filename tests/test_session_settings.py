@@ -1,5 +1,5 @@
 """What qsnap sets on the operator's server stays in its own sessions and transactions: after a
-band job, a group job, a refresh and a backfill, every pooled connection reads the server's own
+band job, a group job, a refresh's preview, a refresh and a backfill, every pooled connection reads the server's own
 settings again, and nothing was set for the database or a role (README "What qsnap sets on your
 server")."""
 
@@ -9,6 +9,7 @@ from sqlalchemy import text
 
 from qsnap_gui.engine.backfill import Category, plan, scan
 from qsnap_gui.engine.flows import refresh_population, run_backfill, snapshot_bands
+from qsnap_gui.engine.preview import preview_refresh
 from qsnap_gui.engine.snapshots import snapshot_band
 
 SETTINGS = (
@@ -18,6 +19,7 @@ SETTINGS = (
     "work_mem",
     "enable_indexscan",
     "enable_nestloop",
+    "enable_mergejoin",
     "cursor_tuple_fraction",
     "default_transaction_read_only",
 )
@@ -50,6 +52,8 @@ def test_every_setting_is_back_to_the_servers_after_the_jobs(fresh_db):
         )
     assert snapshot_band(engine, bands[0], mode="force").rows_total > 0
     assert all(r.state.name == "SUCCEEDED" for r in snapshot_bands(engine, bands))
+    with engine.connect() as conn:
+        assert preview_refresh(conn, 2).bands
     refresh_population(engine, 2)
     with engine.connect() as conn:
         found = scan(conn, [1, 2], [Category.MISSING, Category.BROKEN], measure=False)
