@@ -45,7 +45,7 @@ def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
         sys.stderr.write("\r" + " " * 80 + "\r")
     plans = bf.plan(scan)
     modes = {p.band_id: p for p in plans}
-    estimate = bf.estimate_seconds(scan, scan.rows_per_second, parallel=args.workers)
+    estimate = bf.estimate_seconds(scan, scan.rows_per_second, parallel=args.workers, plans=plans)
     report = {
         **scan.to_json(),
         "bands": [
@@ -123,19 +123,7 @@ def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
             table(
                 ["target", "band", "label", "mode", "state", *(f"{c} fixed" for c in counted)]
                 + ["still to fix", "seconds"],
-                [
-                    [
-                        o.before.target_id,
-                        o.band_id,
-                        o.before.label,
-                        o.mode,
-                        o.state,
-                        *(o.fixed(c) if o.fixed(c) is not None else "?" for c in counted),
-                        sum(o.remaining(c) or 0 for c in counted) if o.after else "?",
-                        f"{o.duration:.2f}",
-                    ]
-                    for o in outcomes
-                ],
+                [_outcome_cells(o, counted) for o in outcomes],
             )
         )
     code = print_summary(
@@ -152,3 +140,18 @@ def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
         ]
     )
     return code if stopped is None else stopped
+
+
+def _outcome_cells(o, counted: list) -> list:
+    """One band's line of the results table: "?" where a count is not known."""
+    fixed = [o.fixed(c) for c in counted]
+    return [
+        o.before.target_id,
+        o.band_id,
+        o.before.label,
+        o.mode,
+        o.state,
+        *("?" if f is None else f for f in fixed),
+        sum(o.remaining(c) or 0 for c in counted) if o.after else "?",
+        f"{o.duration:.2f}",
+    ]

@@ -23,7 +23,7 @@ from qsnap_gui.cli.snapshot import cmd_snapshot
 from qsnap_gui.cli.targets import cmd_targets
 from qsnap_gui.cli.tools import cmd_bench, cmd_demo
 from qsnap_gui.domain.errors import JobFailed, QsnapError
-from qsnap_gui.engine.snapshots import DEFAULT_BATCH_SIZE, Mode
+from qsnap_gui.domain.jobs import DEFAULT_BATCH_SIZE, Mode
 from qsnap_gui.logs import setup_logging
 from qsnap_gui.store.db import (
     Database,
@@ -353,9 +353,15 @@ def show_server_notices() -> None:
         server_log.addHandler(notices)
 
 
-def main(argv: list[str] | None = None) -> int:
+def demo_database_url() -> str:
+    """The embedded demo database, made ready on first use (its generator is imported only
+    when no URL was given)."""
     from qsnap_gui.tools.demo import ensure_demo_database
 
+    return ensure_demo_database()
+
+
+def main(argv: list[str] | None = None) -> int:
     setup_logging("qsnap")
     show_server_notices()
     parser = build_parser()
@@ -370,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             args.dsn,
             check_schema=not getattr(args, "schema_free", False),
             read_only=args.read_only,
-            demo_url=ensure_demo_database,
+            demo_url=demo_database_url,
         )
         return args.handler(args, db)
     except JobFailed as exc:
