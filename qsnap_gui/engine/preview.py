@@ -20,12 +20,12 @@ from sqlalchemy.exc import DBAPIError
 from qsnap_gui.domain.codec import good_sql, same_sql
 from qsnap_gui.domain.errors import QsnapError
 from qsnap_gui.domain.jobs import CancelFlag
+from qsnap_gui.engine.backfill import CHUNK_SQL
 from qsnap_gui.engine.population import membership_sql
-from qsnap_gui.engine.snapshot_sql import BAND_TRAITS_SQL, LOOKUP_SHARE, snapshot_select_sql
+from qsnap_gui.engine.snapshot_sql import snapshot_select_sql
 from qsnap_gui.store.db import Database, server_reason
 from qsnap_gui.store.interrupt import interrupt_on
 from qsnap_gui.store.queries import (
-    band_counts,
     band_order,
     carrier_tables,
     refresh_order,
@@ -148,13 +148,12 @@ class RefreshPreview:
 
 PAIRS_CTES = """
     old as materialized (
-        select tp.id, tp.me_file_id, tp.target_band_id as band_id,
-               tp.matching_tags_snapshot is not null as filled
+        select tp.id, tp.me_file_id, tp.target_band_id as band_id
         from target_populations tp
         where tp.target_band_id = any(cast(:band_ids as bigint[])) and tp.me_file_id is not null
     ),
     pairs as materialized (
-        select coalesce(o.me_file_id, m.me_file_id) as me_file_id, o.id, o.filled,
+        select coalesce(o.me_file_id, m.me_file_id) as me_file_id, o.id,
                o.band_id as old_band, m.band_id as new_band
         from old o full join qsnap_membership m
           on m.me_file_id = o.me_file_id and m.band_id = o.band_id
@@ -191,26 +190,50 @@ OFFERS_SQL = """
 COLUMN = "tp.matching_tags_snapshot"
 
 
-def _stale_sql(n: int, lookup: bool) -> tuple[str, str]:
-    """The CTE of band ``n``'s traits and the count of its kept rows whose good snapshot
-    differs, up to ties, from the one the snapshot engine would build now.
+# kept rows: the current rows, one band's keyset chunk at a time, with a good snapshot that
+# differs (up to ties) from the one the snapshot engine would build now (the backfill's deep
+# check); the membership then says which of those stay in their band
+STALE_CHUNK_ROWS = 10_000
+STALE_ROWS_SQL = (
+    "select tp.id, tp.me_file_id from target_populations tp "
+    "where tp.target_band_id = :band and tp.id > :after and tp.id <= :upto "
+    f"and tp.me_file_id is not null and {good_sql(COLUMN, 'tp.me_file_id')}"
+)
+STALE_ME_FILES_SQL = f"""
+    select tp.me_file_id from ({snapshot_select_sql(STALE_ROWS_SQL)}) s
+    join target_populations tp on tp.id = s.id
+    where not ({same_sql(COLUMN, "s.snap")})"""
+STALE_KEPT_SQL = """
+    select 'stale', s.band_id, null, count(*), null
+    from unnest(cast(:stale_me_files as int[]), cast(:stale_bands as int[])) s(me_file_id, band_id)
+    join qsnap_membership m on m.me_file_id = s.me_file_id and m.band_id = s.band_id
+    group by 2"""
 
-    Whether a snapshot is good (which reads the me_file's tags again) is asked only of those
-    that differ: a snapshot equal to the rebuilt one is neither stale nor broken.
+
+def _stale_pairs(conn: Connection, band_ids: list[int]) -> tuple[list[int], list[int]]:
+    """(me_file ids, band ids) of the current rows whose snapshot is stale.
+
+    Chunked like the backfill's deep check: one statement over a million rows, with the
+    membership's CTEs estimated at a hundredth of their rows, ran for more than 13 minutes.
     """
-    traits = f"qsnap_preview_traits_{n}"
-    cte = f"{traits} as materialized ({BAND_TRAITS_SQL.replace(':band', f':band_{n}')})"
-    rows = (
-        "select p.id, p.me_file_id from pairs p "
-        f"where p.old_band = :band_{n} and p.new_band = :band_{n} and p.filled"
-    )
-    count = (
-        f"select 'stale', cast(:band_{n} as bigint), null, count(*), null "
-        f"from ({snapshot_select_sql(rows, traits, lookup=lookup)}) s "
-        f"join target_populations tp on tp.id = s.id where not ({same_sql(COLUMN, 's.snap')}) "
-        f"and {good_sql(COLUMN, 'tp.me_file_id')}"
-    )
-    return cte, count
+    me_files: list[int] = []
+    bands: list[int] = []
+    for band_id in band_ids:
+        after = 0
+        while True:
+            upto, n = conn.execute(
+                text(CHUNK_SQL), {"band": band_id, "after": after, "n": STALE_CHUNK_ROWS}
+            ).one()
+            if not n:
+                break
+            found = conn.execute(
+                text(STALE_ME_FILES_SQL), {"band": band_id, "after": after, "upto": upto}
+            ).scalars()
+            for me_file_id in found:
+                me_files.append(me_file_id)
+                bands.append(band_id)
+            after = upto
+    return me_files, bands
 
 
 def _offers_readable(conn: Connection) -> bool:
@@ -270,16 +293,9 @@ def _preview(conn: Connection, target_id: int, sample: int, stale: bool) -> Refr
     if preview.offers_readable:
         parts.append(OFFERS_SQL)
     if stale:
-        me_files = conn.execute(
-            text("select reltuples from pg_class where oid = to_regclass('me_files')")
-        ).scalar()
-        sizes = band_counts(conn, band_ids)
-        for n, band_id in enumerate(band_ids):
-            size = sizes[band_id].population if band_id in sizes else 0
-            cte, count = _stale_sql(n, size < LOOKUP_SHARE * (me_files or 0))
-            ctes.append(cte)
-            parts.append(count)
-            params[f"band_{n}"] = band_id
+        me_files, stale_bands = _stale_pairs(conn, band_ids)
+        parts.append(STALE_KEPT_SQL)
+        params |= {"stale_me_files": me_files, "stale_bands": stale_bands}
     sql = "with " + ",\n".join(ctes) + "\n" + "\nunion all\n".join(parts)
     rows = conn.execute(text(sql), params).all()
     return _assemble(preview, bands, rows)
