@@ -360,13 +360,14 @@ MISSING_SQL = f"""
 # every band of a chunk in one statement: its cost follows the rows, not the bands. Each row's
 # shape is computed once (offset 0 keeps the planner from copying it into every use) and
 # broken follows from it as broken_sql says: every shape but a good envelope, null values only
-# where a blank entry stands for a tag that has a value now
+# where a blank entry stands for a tag that has a value now. NULL rows, read anyway, come out
+# as the shape "missing": the missing count of the same pass
 BROKEN_SQL = f"""
     select x.band, x.shape, count(*) from (
         select tp.target_band_id as band, {shape_sql(COLUMN)} as shape, {COLUMN} as snap,
                tp.me_file_id as me_file
         from target_populations tp
-        where tp.target_band_id = any(:ids) and tp.me_file_id is not null and {COLUMN} is not null
+        where tp.target_band_id = any(:ids) and tp.me_file_id is not null
         offset 0
     ) x
     where x.shape <> 'envelope'
@@ -471,12 +472,19 @@ def _interruptible(conn: Connection | list[Connection], cancel: CancelFlag | Non
         raise ScanCancelled
 
 
-def _broken_shapes(conn: Connection, band_ids: list[int]) -> dict[int, dict[str, int]]:
-    """Per band, its broken rows by shape (every shape present, 0 where none)."""
+def _broken_shapes(
+    conn: Connection, band_ids: list[int]
+) -> tuple[dict[int, dict[str, int]], dict[int, int]]:
+    """Per band, its broken rows by shape (every shape present, 0 where none), and its missing
+    rows."""
     out = {band: dict.fromkeys(BROKEN_SHAPE_NAMES, 0) for band in band_ids}
+    missing = dict.fromkeys(band_ids, 0)
     for band, shape, count in conn.execute(text(BROKEN_SQL), {"ids": band_ids}):
-        out[band][shape] = out[band].get(shape, 0) + count
-    return out
+        if shape == "missing":
+            missing[band] = count
+        else:
+            out[band][shape] = out[band].get(shape, 0) + count
+    return out, missing
 
 
 def _stale_count(
@@ -599,13 +607,14 @@ def _count(
     cancel: CancelFlag | None,
     report: ScanProgressFn,
 ) -> list[ScanRow]:
-    """Every band's counts: population, missing and offers left NULL in one statement each,
-    broken and stale in one statement per chunk of bands (a band larger than a chunk: stale
-    per keyset chunk of its rows)."""
+    """Every band's counts: population and offers left NULL in one statement each, broken
+    (with missing) and stale in one statement per chunk of bands (a band larger than a chunk:
+    stale per keyset chunk of its rows); missing alone in one statement."""
     ids = [r.band_id for r in refs]
+    alone = Category.MISSING in include and Category.BROKEN not in include
     with _interruptible(conn, cancel):
         populations = _populations(conn, ids) if ids else {}
-        missing = _missing(conn, ids) if ids and Category.MISSING in include else {}
+        missing = _missing(conn, ids) if ids and alone else {}
         offers = _offers_left_null(conn, ids) if ids else None
     conn.commit()
     per_row = BROKEN_WORK * (Category.BROKEN in include) + STALE_WORK * (Category.STALE in include)
@@ -630,8 +639,10 @@ def _count(
         found = _each_chunk(
             conn, chunks, cancel, lambda c, chunk: _broken_shapes(c, [r.band_id for r in chunk])
         )
-        for chunk, counts in found:
+        for chunk, (counts, nulls) in found:
             shapes.update(counts)
+            if Category.MISSING in include:
+                missing.update(nulls)
             step(sum(populations.get(r.band_id, 0) for r in chunk) * BROKEN_WORK, where(chunk))
     stale: dict[int, int] = {}
     if Category.STALE in include:
