@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from sqlalchemy import Connection, text
 
 from qsnap_gui.cli import main
@@ -21,7 +21,7 @@ from qsnap_gui.store.db import open_database
 from tests.reference import membership as reference_membership
 from tests.test_population import target_worlds
 from tests.test_privileges import browse_only, roles  # noqa: F401 (a fixture)
-from tests.worlds import load_world, table_digests
+from tests.worlds import World, load_world, table_digests
 
 TARGET = 1
 ORPHAN_ME_FILE = 1_999_999_999  # tags but no me_files row: still a candidate
@@ -362,6 +362,15 @@ def scratch(create_db):
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(world=target_worlds())
+@example(  # a me_file with rows in two bands moves to a third: one me_file moved in, not two
+    world=World(
+        traits=[(1, "P", 1, None), (2, "C2", 2, 1)],
+        me_files=[100],
+        tags=[(100, 2, "v")],
+        bands=[(10, 1, False, []), (11, 1, False, []), (12, 1, True, [])],
+        populations=[(10, 100), (11, 100)],
+    )
+)
 def test_preview_equals_the_diff_on_generated_worlds(scratch, world):
     """Bands without groups or with an empty group, links to missing groups, a me_file in two
     bands of the target, tags of a me_file without a row: the preview counts what the diff does."""

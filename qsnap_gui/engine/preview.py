@@ -22,7 +22,7 @@ from qsnap_gui.domain.errors import QsnapError
 from qsnap_gui.domain.jobs import CancelFlag
 from qsnap_gui.engine.backfill import CHUNK_SQL
 from qsnap_gui.engine.population import membership_sql
-from qsnap_gui.engine.snapshot_sql import snapshot_select_sql
+from qsnap_gui.engine.snapshot_sql import BAND_TRAITS_SQL, snapshot_select_sql
 from qsnap_gui.store.db import Database, server_reason
 from qsnap_gui.store.interrupt import interrupt_on
 from qsnap_gui.store.queries import (
@@ -171,6 +171,10 @@ COUNTS_SQL = """
     union all
     select 'move', from_band, to_band, count(*), null from moves group by 2, 3
     union all
+    select 'moved_in', to_band, null, count(distinct me_file_id), null from moves group by 2
+    union all
+    select 'moved_out', from_band, null, count(distinct me_file_id), null from moves group by 2
+    union all
     select 'moved', null, null, count(distinct me_file_id), null from moves
     union all
     select 'sample', from_band, to_band, me_file_id, null
@@ -200,8 +204,11 @@ STALE_ROWS_SQL = (
     f"and tp.me_file_id is not null and {good_sql(COLUMN, 'tp.me_file_id')}"
 )
 STALE_ME_FILES_SQL = f"""
-    select tp.me_file_id from ({snapshot_select_sql(STALE_ROWS_SQL)}) s
-    join target_populations tp on tp.id = s.id
+    with qsnap_stale_traits as materialized ({BAND_TRAITS_SQL})
+    select tp.me_file_id
+    from ({snapshot_select_sql(STALE_ROWS_SQL, "qsnap_stale_traits", lookup=True)}) s
+    join target_populations tp
+      on tp.id = s.id and tp.target_band_id = :band and tp.id > :after and tp.id <= :upto
     where not ({same_sql(COLUMN, "s.snap")})"""
 STALE_KEPT_SQL = """
     select 'stale', s.band_id, null, count(*), null
@@ -324,9 +331,10 @@ def _assemble(preview: RefreshPreview, bands: list, rows: list) -> RefreshPrevie
             else:
                 counts[a]["kept"] += n
         elif kind == "move":
-            counts[a]["moved_out"] += n
-            counts[b]["moved_in"] += n
             preview.moves.append(BandMove(a, b, n))
+        elif kind in ("moved_in", "moved_out"):
+            # me_files, not moves: one with rows in two bands (legacy data) leaves both
+            counts[a][kind] = n
         elif kind == "moved":
             preview.moved = n
         elif kind == "sample":
