@@ -124,6 +124,7 @@ def test_every_mode_writes_what_the_reference_says_and_carries_it(prod, mode, re
     results = snapshot_group(engine, bands, mode=mode, split_rows=RELAY[relay], backoff=0)
     assert list(results) == bands
     assert {r.state for r in results.values()} == {JobState.SUCCEEDED}, results
+    assert {r.attempts for r in results.values()} == {1}, "written by the group, not band jobs"
     per_band = Counter(before[p].band for p in to_write)
     assert {b: r.rows_written for b, r in results.items()} == {b: per_band[b] for b in bands}
     with engine.connect() as conn:
@@ -174,6 +175,7 @@ def test_a_target_as_one_group_equals_its_band_jobs_and_the_reference(fresh_db, 
         for b in TARGET_BANDS
     }
     assert {r.state for r in [*results.values(), *jobs.values()]} == {JobState.SUCCEEDED}
+    assert {r.attempts for r in results.values()} == {1}, "written by the group, not band jobs"
     assert {b: r.rows_written for b, r in results.items()} == {
         b: r.rows_written for b, r in jobs.items()
     }
@@ -255,6 +257,49 @@ def small_bands(create_db, small_bands_template):
 def band_list(engine) -> list[int]:
     with engine.connect() as conn:
         return list(conn.execute(text("select id from target_bands order by id")).scalars())
+
+
+# a line feed, quotes, a backslash, a tab, a control character and letters beyond ASCII
+ODD_TEXT = 'line one\nline "two"\t\\ \u00e9 \u2713 \u0001'
+
+
+@pytest.mark.parametrize(("relay", "lookup_share"), [("relayed", 0), ("staged", 1e9)])
+def test_line_feeds_and_quotes_in_values_and_names_come_through(
+    fresh_db, twin, relay, lookup_share, monkeypatch
+):
+    """A batch's snapshots travel to its writer one per line: a line feed in a tag value or a
+    parent's name (escaped in the JSON) neither splits a snapshot nor changes one byte of it,
+    with tags read by trait or me_file by me_file."""
+    monkeypatch.setattr(snapshot_sql, "LOOKUP_SHARE", lookup_share)
+    for database in (fresh_db, twin):
+        with database.engine.begin() as conn:
+            conn.execute(
+                text("update me_file_tags set tag_value = :v || '#' || id where id % 3 = 0"),
+                {"v": ODD_TEXT},
+            )
+            conn.execute(
+                text(
+                    "update traits set trait_name = trait_name || :v where parent_trait_id is null"
+                ),
+                {"v": ODD_TEXT},
+            )
+    results = snapshot_group(
+        fresh_db.engine, TARGET_BANDS, mode=Mode.FORCE, split_rows=RELAY[relay]
+    )
+    jobs = [
+        snapshot_band(twin.engine, b, mode=Mode.FORCE, split_rows=RELAY[relay])
+        for b in TARGET_BANDS
+    ]
+    assert {r.state for r in [*results.values(), *jobs]} == {JobState.SUCCEEDED}
+    assert {r.attempts for r in results.values()} == {1}, "the group wrote them, first time"
+    written = rows_text(fresh_db.engine, TARGET_BANDS)
+    assert written == rows_text(twin.engine, TARGET_BANDS)
+    escaped = 'line one\\nline \\"two\\"\\t\\\\ \u00e9 \u2713 \\u0001'
+    odd_names = [s for s in written.values() if s and f'{escaped}",' in s]
+    odd_values = [s for s in written.values() if s and f"{escaped}#" in s]
+    assert len(odd_names) > len(written) // 4, "parents' names with a line feed were written"
+    assert len(odd_values) > len(written) // 4, "tag values with a line feed were written"
+    assert_right(fresh_db.engine, TARGET_BANDS)
 
 
 def test_many_small_bands_in_fewer_transactions_than_bands(small_bands):

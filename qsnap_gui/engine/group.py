@@ -44,7 +44,7 @@ from qsnap_gui.engine.snapshot_sql import (
     group_batches_sql,
     group_select_sql,
     prepare_group,
-    tune_band_compute,
+    tune_group_compute,
     write_sql,
 )
 from qsnap_gui.engine.snapshots import (
@@ -243,6 +243,7 @@ def _group_once(
                             writer.commit()
                         done(batch, skip, written)
 
+                    tune_group_compute(conn, lookup)
                     _relay(
                         engine,
                         conn,
@@ -257,7 +258,7 @@ def _group_once(
                     )
                 else:
                     computing = time.monotonic()
-                    tune_band_compute(conn, lookup)
+                    tune_group_compute(conn, lookup)
                     conn.execute(
                         text(f"create temp table {GROUP_STAGE_TABLE} as {group_select_sql(lookup)}")
                     )
