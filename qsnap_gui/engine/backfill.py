@@ -63,7 +63,7 @@ from qsnap_gui.domain.codec import (
     shape_sql,
 )
 from qsnap_gui.domain.errors import UsageError
-from qsnap_gui.engine.snapshot_sql import ProgressFn, snapshot_select_sql
+from qsnap_gui.engine.snapshot_sql import BAND_TRAITS_SQL, ProgressFn, snapshot_select_sql
 from qsnap_gui.engine.snapshots import (
     DEFAULT_BATCH_SIZE,
     MAX_ATTEMPTS,
@@ -387,9 +387,15 @@ _STALE_ROWS = (
     f"and tp.me_file_id is not null and {COLUMN} is not null "
     f"and not ({broken_sql(COLUMN, ME_FILE)})"
 )
+# the band's traits read once, each row's tags looked up by its me_file, and the stored
+# snapshots joined back by the chunk's id range: planned freely, a chunk at a million rows
+# re-read the band's traits for every row and hashed the whole table (10 s -> 2.5 s a chunk)
 STALE_SQL = f"""
-    select count(*) from ({snapshot_select_sql(_STALE_ROWS)}) s
-    join target_populations tp on tp.id = s.id
+    with qsnap_stale_traits as materialized ({BAND_TRAITS_SQL})
+    select count(*)
+    from ({snapshot_select_sql(_STALE_ROWS, "qsnap_stale_traits", lookup=True)}) s
+    join target_populations tp
+      on tp.id = s.id and tp.target_band_id = :band and tp.id > :after and tp.id <= :upto
     where not ({same_sql("tp.matching_tags_snapshot", "s.snap")})
 """
 # many small bands at once, each row rebuilt from its own band's traits; each row's tags are
