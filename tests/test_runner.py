@@ -412,3 +412,44 @@ def test_a_local_refresh_is_refused_while_the_application_refreshes_the_target(f
         conn.execute(text("update oban_jobs set state = 'completed', completed_at = now()"))
     assert main(["--dsn", url, "populate", "1"]) == 0
     assert status_of(engine, 1) == "populated"
+
+
+def test_a_backfill_reports_every_band_once_and_sums_them_as_they_end(fresh_db):
+    """Children are added at once and their progress may be thinned out, but every band ends
+    with one "finished" event carrying its outcome, and the parent's sums are its children's."""
+    from qsnap_gui.engine import backfill as bf
+
+    with fresh_db.engine.begin() as conn:
+        conn.execute(text("update target_populations set matching_tags_snapshot = null"))
+    with fresh_db.engine.connect() as conn:
+        plans = bf.plan(bf.scan(conn, None, measure=False))
+    assert len(plans) > 3
+    events: list[tuple[str, object]] = []
+    lock = threading.Lock()
+
+    def record(name, info):
+        with lock:
+            events.append((name, info))
+
+    runner = Runner(fresh_db.engine, threads=2, on_event=record)
+    job_id = runner.backfill(plans)
+    assert runner.wait(job_id, HANG_GUARD)
+    parent = runner.job(job_id)
+    children = [runner.job(c) for c in parent.children]
+    assert [c.band_id for c in children] == [p.band_id for p in plans]
+    added = [info.id for name, info in events if name == "added"]
+    finished = [info for name, info in events if name == "finished" and info.parent == job_id]
+    assert sorted(added) == sorted([job_id, *parent.children])
+    assert sorted(info.id for info in finished) == sorted(parent.children)
+    assert all(isinstance(info.result, bf.BandOutcome) for info in finished)
+    assert all(info.result.band_id == info.band_id for info in finished)
+    assert parent.state is JobState.SUCCEEDED
+    assert (
+        parent.rows_written == sum(c.rows_written for c in children) == sum(p.rows for p in plans)
+    )
+    assert (parent.rows_done, parent.rows_total) == (
+        sum(c.rows_done for c in children),
+        sum(c.rows_total for c in children),
+    )
+    last_parent = [info for name, info in events if info.id == job_id][-1]
+    assert last_parent.rows_written == parent.rows_written
