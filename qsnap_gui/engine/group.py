@@ -9,7 +9,8 @@ hold rows of several bands). Each band keeps its own advisory lock, cancel flag,
 result; a band locked elsewhere is run afterwards by its own band job, which waits for it.
 
 Session setup, the writer relay, the lock watch, the final flush and the release are the band
-job's (``snapshots``); the SQL is the band SQL's grouped form (``snapshot_sql``).
+job's (``snapshots``); the SQL (``snapshot_sql``) is the band SQL's grouped form for tags read
+me_file by me_file, and a cheaper build of its own for tags read by trait.
 """
 
 from __future__ import annotations
