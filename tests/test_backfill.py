@@ -9,6 +9,7 @@ builder of tests/worlds.py. Neither shares SQL with qsnap_gui.engine.backfill.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import threading
 import time
@@ -746,3 +747,23 @@ def test_cli_exit_1_when_a_band_fails(create_db, demo_template, capsys, monkeypa
     assert killer.killed >= 3
     assert f"band {band}: failed" in out and "lost the database connection" in out
     assert f"{bands - 1} of {bands} bands succeeded" in out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_sums_up_many_bands_on_one_line_and_shows_the_last_state_at_the_end():
+    from qsnap_gui.cli.output import ProgressPrinter
+    from qsnap_gui.domain.jobs import Progress
+
+    stream = _Terminal()
+    printer = ProgressPrinter(stream)
+    for band in range(1, 7):
+        printer(Progress(band, JobState.RUNNING, rows_done=0, rows_total=10, batch=0, batches=1))
+    for band in range(1, 7):
+        printer(Progress(band, JobState.SUCCEEDED, rows_done=10, rows_total=10, batch=1, batches=1))
+    printer.done()
+    last = stream.getvalue().split("\r\033[K")[-1]
+    assert last == "6 bands [##########] 100%: 6 ended, 60/60 rows\n"
