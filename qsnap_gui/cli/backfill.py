@@ -46,18 +46,8 @@ def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
     plans = bf.plan(scan)
     modes = {p.band_id: p for p in plans}
     estimate = bf.estimate_seconds(scan, scan.rows_per_second, parallel=args.workers, plans=plans)
-    report = {
-        **scan.to_json(),
-        "bands": [
-            {
-                **r.to_json(),
-                "mode": modes[r.band_id].mode.value if r.band_id in modes else None,
-                "rows_to_write": modes[r.band_id].rows if r.band_id in modes else 0,
-            }
-            for r in scan.rows
-        ],
-        "estimated_seconds": round(estimate, 1) if estimate is not None else None,
-    }
+    # the JSON report of 15,000 bands takes a second to build: only for --json and oban
+    report = _report(scan, modes, estimate) if args.json or oban_info is not None else {}
     counted = [c for c in bf.CATEGORIES if c in include]
     if not args.json:
         print(
@@ -155,3 +145,19 @@ def _outcome_cells(o, counted: list) -> list:
         sum(o.remaining(c) or 0 for c in counted) if o.after else "?",
         f"{o.duration:.2f}",
     ]
+
+
+def _report(scan, modes: dict, estimate: float | None) -> dict:
+    """The scan as ``--json`` prints it: every band with its mode and rows to write."""
+    return {
+        **scan.to_json(),
+        "bands": [
+            {
+                **r.to_json(),
+                "mode": modes[r.band_id].mode.value if r.band_id in modes else None,
+                "rows_to_write": modes[r.band_id].rows if r.band_id in modes else 0,
+            }
+            for r in scan.rows
+        ],
+        "estimated_seconds": round(estimate, 1) if estimate is not None else None,
+    }
