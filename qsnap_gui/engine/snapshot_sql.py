@@ -35,15 +35,10 @@ def mode_predicate(
 
 def write_guard(mode: Mode, new: str) -> str:
     """The mode's rows, checked again as each batch writes; force mode also leaves alone a
-    row whose stored snapshot equals the new one up to ties (its updated_at does not move).
-
-    Written so that no index on NULL snapshots can serve it: a batch's rows are found by id.
-    Right after a refresh, with statistics that do not yet count its NULL rows, the planner
-    read every NULL row of the table through that partial index, once per batch (3 s per
-    batch of 500 at 100,000 NULL rows)."""
+    row whose stored snapshot equals the new one up to ties (its updated_at does not move)."""
     if mode is Mode.FORCE:
         return f"not ({same_sql('tp.matching_tags_snapshot', new)})"
-    return f"({mode_predicate(mode)}) is true"
+    return mode_predicate(mode)
 
 
 def band_traits_sql(grouped: bool = False) -> str:
