@@ -571,3 +571,50 @@ def test_sigkill_mid_relay_then_rerun_rewrites_nothing(db_url):
     assert snapshot_band(db.engine, band).state is JobState.SUCCEEDED
     assert_none_rewritten_and_band_correct(db, band, done)
     db.dispose()
+
+
+def test_a_batch_write_finds_its_rows_by_id_when_statistics_say_nulls_are_few(fresh_db):
+    """Right after a refresh the statistics still count almost no NULL snapshot: the write
+    must look its batch's rows up by id, not read every NULL row and hash them."""
+    engine = fresh_db.engine
+    with engine.connect() as conn:
+        conn.execute(text("analyze target_populations"))
+        conn.commit()
+        band = conn.execute(
+            text("select target_band_id from target_populations group by 1 order by count(*) desc")
+        ).first()[0]
+        conn.execute(
+            text(
+                "update target_populations set matching_tags_snapshot = null "
+                "where target_band_id = :b"
+            ),
+            {"b": band},
+        )
+        ids = (
+            conn.execute(
+                text(
+                    "select id from target_populations where target_band_id = :b order by id limit 5"
+                ),
+                {"b": band},
+            )
+            .scalars()
+            .all()
+        )
+        params = {
+            "ids": "{" + ",".join(map(str, ids)) + "}",
+            "snaps": "{" + ",".join(['"{\\"tags\\": []}"'] * len(ids)) + "}",
+            "band": band,
+        }
+        sql = snapshot_sql.write_sql(engine, Mode.MISSING)
+        plan = conn.execute(text("explain (format json) " + sql), params).scalar()
+        conn.rollback()
+
+    def scans(node: dict):
+        if node.get("Relation Name") == "target_populations":
+            yield node
+        for child in node.get("Plans", []):
+            yield from scans(child)
+
+    found = [n for n in scans(plan[0]["Plan"]) if n["Node Type"] != "ModifyTable"]
+    assert found, plan
+    assert all("ANY" in n.get("Index Cond", "") for n in found), found
