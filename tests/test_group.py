@@ -331,6 +331,35 @@ def test_many_small_bands_in_fewer_transactions_than_bands(small_bands):
     assert sum(r.rows_written for r in snapshot_group(engine, bands).values()) == 0
 
 
+def test_a_staged_batch_write_hashes_its_rows_with_the_table(small_bands):
+    """Each batch of the staged path reads its rows from the stage table: with no statistics
+    on that table a batch was estimated at a handful of rows and matched to its populations
+    by a nested loop over every pair; analysed, the update hashes them."""
+    engine = small_bands.engine
+    bands = band_list(engine)
+    with engine.connect() as conn:
+        plan, lookup = snapshot_sql.prepare_group(conn, bands, Mode.REPAIR, 500)
+        snapshot_sql.stage_group(conn, lookup)
+        sql = snapshot_sql.apply_sql(engine, Mode.REPAIR, grouped=True)
+        explained = conn.execute(text("explain (format json) " + sql), {"b": 0, "skip": []})
+        tree = explained.scalar()[0]["Plan"]
+        conn.rollback()
+    assert len(plan[0]) > 1, "the first batch holds rows of several bands"
+
+    def nodes(node: dict):
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    updates = [
+        n
+        for n in nodes(tree)
+        if n["Node Type"] == "ModifyTable" and n.get("Relation Name") == "target_populations"
+    ]
+    assert len(updates) == 1, tree
+    assert updates[0]["Plans"][-1]["Node Type"] == "Hash Join", updates[0]
+
+
 def assert_right(engine, bands) -> None:
     """Every population of the bands holds what the reference builds (one read of the world)."""
     with engine.connect() as conn:

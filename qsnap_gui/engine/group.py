@@ -43,8 +43,8 @@ from qsnap_gui.engine.snapshot_sql import (
     ProgressFn,
     apply_sql,
     group_batches_sql,
-    group_select_sql,
     prepare_group,
+    stage_group,
     tune_group_compute,
     write_sql,
 )
@@ -260,10 +260,7 @@ def _group_once(
                 else:
                     computing = time.monotonic()
                     tune_group_compute(conn, lookup)
-                    conn.execute(
-                        text(f"create temp table {GROUP_STAGE_TABLE} as {group_select_sql(lookup)}")
-                    )
-                    conn.execute(text(f"create index on {GROUP_STAGE_TABLE} (b)"))
+                    stage_group(conn, lookup)
                     conn.commit()
                     step = "a batch"
                     say(

@@ -408,7 +408,7 @@ def prepare_group(
         ),
         {**params, "n": batch_size},
     ).rowcount
-    conn.execute(text(f"analyze {GROUP_TRAITS_TABLE}, {GROUP_ROWS_TABLE}"))
+    conn.execute(text(f"analyze {GROUP_TRAITS_TABLE} (band_id, trait_id), {GROUP_ROWS_TABLE}"))
     _fill_carriers(conn, params, grouped=True)
     batches: dict[int, dict[int, int]] = {}
     for batch, band, rows in conn.execute(
@@ -479,9 +479,15 @@ def _group_build_sql(lookup: bool, as_text: bool) -> str:
     """
 
 
-def group_select_sql(lookup: bool) -> str:
-    """The group's snapshots as (b, id, band_id, snap), for its staged path."""
-    return _group_build_sql(lookup, as_text=False)
+def stage_group(conn: Connection, lookup: bool) -> None:
+    """The staged path's table of the group's snapshots, indexed by batch and analysed: each
+    batch's update then hashes its rows, where a batch estimated at a handful of rows was
+    matched by a nested loop over every pair (79 ms a batch of 500 instead of 17)."""
+    conn.execute(
+        text(f"create temp table {GROUP_STAGE_TABLE} as {_group_build_sql(lookup, as_text=False)}")
+    )
+    conn.execute(text(f"create index on {GROUP_STAGE_TABLE} (b)"))
+    conn.execute(text(f"analyze {GROUP_STAGE_TABLE} (b)"))
 
 
 def band_batches_sql(lookup: bool) -> str:
