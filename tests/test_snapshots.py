@@ -618,3 +618,16 @@ def test_a_batch_write_finds_its_rows_by_id_when_statistics_say_nulls_are_few(fr
     found = [n for n in scans(plan[0]["Plan"]) if n["Node Type"] != "ModifyTable"]
     assert found, plan
     assert all("ANY" in n.get("Index Cond", "") for n in found), found
+
+
+def test_a_cancel_after_the_work_left_interrupt_on_touches_no_statement(db):
+    """Leaving ``interrupt_on`` does not wait for its watcher; a flag set afterwards must still
+    cancel nothing, as the connection may already run someone else's statement."""
+    from qsnap_gui.store.interrupt import interrupt_on
+
+    flag = CancelFlag()
+    with db.engine.connect() as conn:
+        with interrupt_on(flag, [conn]):
+            assert conn.execute(text("select 1")).scalar() == 1
+        flag.cancel()
+        assert conn.execute(text("select pg_sleep(0.5) is null")).scalar() is False
