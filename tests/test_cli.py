@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -317,6 +318,23 @@ def test_a_choice_like_nothing_gets_no_guess(capsys):
     with pytest.raises(SystemExit):
         main(["zzzz"])
     assert "did you mean" not in capsys.readouterr().err
+
+
+def test_every_subcommand_has_help_and_a_handler_that_imports(capsys):
+    """Handlers are named by "module:function" and imported on dispatch: a misspelt one would
+    fail only when its command runs, so each is resolved here."""
+    from qsnap_gui.cli.main import build_parser, command_handler
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert len(sub.choices) >= 11
+    for name, command in sub.choices.items():
+        handler = command_handler(argparse.Namespace(handler=command.get_default("handler")))
+        assert callable(handler) and handler.__name__.startswith("cmd_"), name
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0, name
+        assert capsys.readouterr().out.startswith(f"usage: qsnap {name}"), name
 
 
 # --- wording, display width, empty targets ---------------------------------------------------

@@ -8,6 +8,7 @@ modules, so they are checked here on the syntax tree: the window never builds SQ
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import subprocess
@@ -115,3 +116,46 @@ def test_the_checks_see_what_they_look_for():
     )
     assert sql_text_imports(bad) == [1, 3]
     assert connection_opens(bad) == [4, 5]
+
+
+def test_the_relied_on_columns_are_the_models_columns_not_marked_extra():
+    """``store.columns`` (read at connect without the ORM) and the models agree."""
+    from qsnap_gui.store.columns import OPTIONAL_COLUMNS, REQUIRED_COLUMNS
+    from qsnap_gui.store.tables import Base
+
+    relied = {
+        table.name: tuple(c.name for c in table.columns if not c.info.get("extra"))
+        for table in Base.metadata.sorted_tables
+    }
+    assert relied == {**REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
+    assert {t.name for t in Base.metadata.sorted_tables if t.info.get("optional")} == set(
+        OPTIONAL_COLUMNS
+    )
+
+
+# a command's process loads what it runs: the parser alone needs no database library, and a
+# dry-run backfill neither the ORM nor the other commands (half a second of every start)
+IMPORTS_OF_A_COMMAND = """
+import json, os, sys
+from qsnap_gui.cli.main import build_parser, main
+build_parser().parse_args(["backfill", "--dry-run"])
+before = "sqlalchemy" in sys.modules
+code = main(["backfill", "--dry-run", "--json"])
+heavy = ("sqlalchemy.orm", "qsnap_gui.store.tables", "qsnap_gui.engine.flows",
+         "qsnap_gui.cli.populate", "qsnap_gui.cli.oban")
+print(json.dumps({"code": code, "parser_loads_sqlalchemy": before,
+                  "loaded": [m for m in heavy if m in sys.modules]}))
+"""
+
+
+def test_a_command_imports_only_what_it_runs(db_url):
+    run = subprocess.run(
+        [sys.executable, "-c", IMPORTS_OF_A_COMMAND],
+        env={**os.environ, "QSNAP_DATABASE_URL": db_url},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result == {"code": 0, "parser_loads_sqlalchemy": False, "loaded": []}

@@ -7,10 +7,8 @@ import json
 import sys
 
 from qsnap_gui.cli.interrupt import Interrupts
-from qsnap_gui.cli.oban import backfill_oban_check, backfill_on_oban
 from qsnap_gui.cli.output import ProgressPrinter, print_summary, require_write, say, table
 from qsnap_gui.domain.errors import UsageError
-from qsnap_gui.engine.flows import run_backfill
 from qsnap_gui.engine.snapshots import BandResult
 from qsnap_gui.store.db import (
     SNAPSHOT_PRIVILEGES,
@@ -32,7 +30,11 @@ def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
         raise UsageError("--batch-size and --workers must be at least 1")
     if args.yes:
         require_write(args, db, "backfill --yes", SNAPSHOT_PRIVILEGES)
-    oban_info = backfill_oban_check(args, db, include) if args.engine == "oban" else None
+    oban_info = None
+    if args.engine == "oban":
+        from qsnap_gui.cli.oban import backfill_oban_check
+
+        oban_info = backfill_oban_check(args, db, include)
 
     def scan_progress(done: int, total: int, message: str) -> None:
         if sys.stderr.isatty() and total:
@@ -90,7 +92,11 @@ def cmd_backfill(args: argparse.Namespace, db: Database) -> int:
             print(json.dumps(report, ensure_ascii=False, indent=2))
         return 0
     if oban_info is not None:
+        from qsnap_gui.cli.oban import backfill_on_oban
+
         return backfill_on_oban(args, db, oban_info, plans, report)
+    from qsnap_gui.engine.flows import run_backfill
+
     printer = ProgressPrinter()
     with Interrupts() as interrupts:
         outcomes = run_backfill(

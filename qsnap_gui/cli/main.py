@@ -5,32 +5,17 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import logging
 import re
 import sys
 import time
 
-from sqlalchemy.exc import DBAPIError
-
 from qsnap_gui import __version__
-from qsnap_gui.cli.backfill import cmd_backfill
-from qsnap_gui.cli.bands import cmd_bands
-from qsnap_gui.cli.inspect import cmd_inspect
-from qsnap_gui.cli.oban import OBAN_STATES, cmd_oban_jobs
-from qsnap_gui.cli.populate import cmd_depopulate, cmd_populate
-from qsnap_gui.cli.server import cmd_server
-from qsnap_gui.cli.snapshot import cmd_snapshot
-from qsnap_gui.cli.targets import cmd_targets
-from qsnap_gui.cli.tools import cmd_bench, cmd_demo
 from qsnap_gui.domain.errors import JobFailed, QsnapError
 from qsnap_gui.domain.jobs import DEFAULT_BATCH_SIZE, Mode
+from qsnap_gui.domain.oban import ALL_STATES
 from qsnap_gui.logs import setup_logging
-from qsnap_gui.store.db import (
-    Database,
-    open_database,
-    server_reason,
-)
-from qsnap_gui.store.dsn import mask_text, resolve_url
 from qsnap_gui.store.embedded import BULK_ME_FILES, use_bulk_sizing
 
 
@@ -64,6 +49,8 @@ class Parser(argparse.ArgumentParser):
             close = difflib.get_close_matches(choice.group(1), options, n=1)
             if close:
                 message += f"; did you mean '{close[0]}'?"
+        from qsnap_gui.store.dsn import mask_text
+
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {mask_text(message)}\n")
 
@@ -102,12 +89,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("targets", help="list targets with population and snapshot coverage")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_targets)
+    p.set_defaults(handler="targets:cmd_targets")
 
     p = sub.add_parser("bands", help="list a target's bands with counts per snapshot shape")
     p.add_argument("target_id", metavar="TARGET_ID")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_bands)
+    p.set_defaults(handler="bands:cmd_bands")
 
     p = sub.add_parser("snapshot", help="snapshot one band or every band of a target")
     which = p.add_mutually_exclusive_group(required=True)
@@ -134,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --engine oban: enqueue even when no job of the deprecated snapshot worker "
         "has completed in oban_jobs",
     )
-    p.set_defaults(handler=cmd_snapshot)
+    p.set_defaults(handler="snapshot:cmd_snapshot")
 
     p = sub.add_parser("populate", help="Refresh Population of a target, snapshots included")
     p.add_argument("target_id", metavar="TARGET_ID")
@@ -158,12 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N")
     engine_options(p, wait=True)
-    p.set_defaults(handler=cmd_populate)
+    p.set_defaults(handler="populate:cmd_populate")
 
     p = sub.add_parser("depopulate", help="delete a target's populations")
     p.add_argument("target_id", metavar="TARGET_ID")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    p.set_defaults(handler=cmd_depopulate)
+    p.set_defaults(handler="populate:cmd_depopulate")
 
     p = sub.add_parser("inspect", help="why a me_file sits in each band, snapshot by snapshot")
     p.add_argument("me_file_id", metavar="ME_FILE_ID")
@@ -177,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--offset", metavar="N", default="0", help="with --offers: skip the newest N of each"
     )
-    p.set_defaults(handler=cmd_inspect)
+    p.set_defaults(handler="inspect:cmd_inspect")
 
     p = sub.add_parser(
         "backfill", help="find and fix missing, broken or stale snapshots across targets"
@@ -206,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=int, default=4, metavar="N", help="band jobs at a time (default 4)"
     )
     engine_options(p, wait=True)
-    p.set_defaults(handler=cmd_backfill)
+    p.set_defaults(handler="backfill:cmd_backfill")
 
     p = sub.add_parser(
         "oban-jobs",
@@ -215,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "is listed (version 14 adds suspended).",
     )
     p.add_argument(
-        "--state", choices=OBAN_STATES, action="append", help="only this state (repeatable)"
+        "--state", choices=list(ALL_STATES), action="append", help="only this state (repeatable)"
     )
     p.add_argument(
         "--worker",
@@ -241,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, default=200, metavar="N", help="newest N (default 200)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_oban_jobs)
+    p.set_defaults(handler="oban:cmd_oban_jobs")
 
     p = sub.add_parser("demo", help="create the schema and demo data in an empty database")
     p.add_argument("--me-files", type=int, default=10_000, metavar="N")
@@ -249,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--reset", action="store_true", help="recreate the demo in a database qsnap created"
     )
-    p.set_defaults(handler=cmd_demo, schema_free=True)
+    p.set_defaults(handler="tools:cmd_demo", schema_free=True)
 
     p = sub.add_parser(
         "bench",
@@ -307,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep the scratch databases (the next bench reuses them) instead of dropping them",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.set_defaults(handler=cmd_bench, no_database=True, bulk_server="qsnap bench")
+    p.set_defaults(handler="tools:cmd_bench", no_database=True, bulk_server="qsnap bench")
 
     p = sub.add_parser(
         "server",
@@ -324,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="stop even while qsnap processes use it")
     p.add_argument("--json", action="store_true", help="machine-readable status")
-    p.set_defaults(handler=cmd_server, no_database=True)
+    p.set_defaults(handler="server:cmd_server", no_database=True)
 
     for command in sub.choices.values():
         global_options(command, argparse.SUPPRESS)
@@ -334,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
 def size_embedded_server(args: argparse.Namespace) -> None:
     """Bulk sizing for the embedded server: for ``bench``, and for a demo of more than
     BULK_ME_FILES me_files made there; every other use gets the modest desktop sizing."""
+    from qsnap_gui.store.dsn import resolve_url
+
     reason = getattr(args, "bulk_server", None)
     if args.command == "demo" and args.me_files > BULK_ME_FILES and resolve_url(args.dsn) is None:
         reason = f"a demo of {args.me_files:,} me_files"
@@ -361,24 +350,37 @@ def demo_database_url() -> str:
     return ensure_demo_database()
 
 
+def command_handler(args: argparse.Namespace):
+    """The subcommand's function, from its "module:function" name: a command imports only
+    its own module (importing them all cost half a second of every command's start)."""
+    module, function = args.handler.split(":")
+    return getattr(importlib.import_module(f"qsnap_gui.cli.{module}"), function)
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging("qsnap")
     show_server_notices()
     parser = build_parser()
     args = parser.parse_args(argv)
+    from sqlalchemy.exc import DBAPIError
+
+    from qsnap_gui.store.db import Database, open_database, server_reason
+    from qsnap_gui.store.dsn import mask_text
+
+    handler = command_handler(args)
     db: Database | None = None
     started = time.monotonic()
     try:
         size_embedded_server(args)
         if getattr(args, "no_database", False):
-            return args.handler(args, None)
+            return handler(args, None)
         db = open_database(
             args.dsn,
             check_schema=not getattr(args, "schema_free", False),
             read_only=args.read_only,
             demo_url=demo_database_url,
         )
-        return args.handler(args, db)
+        return handler(args, db)
     except JobFailed as exc:
         print(f"qsnap: {exc}", file=sys.stderr)
         return 1

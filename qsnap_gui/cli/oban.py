@@ -7,11 +7,8 @@ import json
 
 from qsnap_gui.cli.output import fmt_time, say, table
 from qsnap_gui.domain.errors import JobFailed, UsageError
-from qsnap_gui.domain.oban import ALL_STATES
 from qsnap_gui.engine.snapshots import DEFAULT_BATCH_SIZE, Mode
 from qsnap_gui.store.db import Database
-
-OBAN_STATES = list(ALL_STATES)
 
 
 def oban_info(db: Database, *, write: bool = True, what: str = "--engine oban"):

@@ -12,8 +12,8 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from qsnap_gui.domain.errors import ConnectionProblem, SchemaProblem
+from qsnap_gui.store.columns import REQUIRED_COLUMNS
 from qsnap_gui.store.dsn import describe, mask_text, mask_url, normalize_url, resolve_url
-from qsnap_gui.store.tables import REQUIRED_COLUMNS
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,9 @@
 Every column has production's type, nullability and default (Qlarius's structure dump plus
 the later migrations), so a demo or test database behaves like the real one. Columns marked
 ``extra`` exist in production but qsnap does not need them: a database without them is
-still accepted. ``offers`` and ``ad_events`` are optional tables (older databases lack them).
+still accepted (the others are ``columns.REQUIRED_COLUMNS`` and ``OPTIONAL_COLUMNS``, plain
+data so that connecting needs no ORM). ``offers`` and ``ad_events`` are optional tables
+(older databases lack them).
 Foreign keys are deliberately absent, as in production; ids are 32-bit and come from serial
 sequences.
 """
@@ -26,6 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from qsnap_gui.store.columns import OPTIONAL_COLUMNS as OPTIONAL_COLUMNS
+from qsnap_gui.store.columns import REQUIRED_COLUMNS as REQUIRED_COLUMNS
 
 EXTRA = {"extra": True}
 OPTIONAL = {"optional": True}
@@ -289,18 +294,3 @@ class AdEvent(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     matching_tags_snapshot: Mapped[Any | None] = mapped_column(JSONB(none_as_null=True))
-
-
-def _relied_on(optional: bool) -> dict[str, tuple[str, ...]]:
-    return {
-        table.name: tuple(c.name for c in table.columns if not c.info.get("extra"))
-        for table in Base.metadata.sorted_tables
-        if bool(table.info.get("optional")) == optional
-    }
-
-
-REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = _relied_on(optional=False)
-"""The nine core tables and the columns qsnap relies on: checked at connect."""
-
-OPTIONAL_COLUMNS: dict[str, tuple[str, ...]] = _relied_on(optional=True)
-"""offers and ad_events: qsnap copies snapshots into them where they exist."""
