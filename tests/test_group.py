@@ -142,11 +142,16 @@ def test_every_mode_writes_what_the_reference_says_and_carries_it(prod, mode, re
     assert not left & WRITES[mode]
 
 
+@pytest.mark.parametrize("most_traits", [64, 0])
 @pytest.mark.parametrize("relay", list(RELAY))
-def test_tags_read_me_file_by_me_file_write_the_same(prod, small_bands, relay, monkeypatch):
+def test_tags_read_me_file_by_me_file_write_the_same(
+    prod, small_bands, relay, most_traits, monkeypatch
+):
     """The lookup form (tags through the me_file_id index, for groups of few rows) builds the
-    same snapshots as the planner's form, each from its own band."""
+    same snapshots as the planner's form, each from its own band, whether a band looks up only
+    its own traits' tags or every tag of the me_file."""
     monkeypatch.setattr(snapshot_sql, "LOOKUP_SHARE", 1e9)
+    monkeypatch.setattr(snapshot_sql, "LOOKUP_TRAITS", most_traits)
     for database in (prod, small_bands):
         with database.engine.connect() as conn:
             bands = sorted(reference.processed_bands(conn))

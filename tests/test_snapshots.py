@@ -444,26 +444,30 @@ def test_cancel_between_batches_keeps_committed_rows(db_url):
 # --- large bands: the lookup form and the relay to several writers ------------------------------
 
 
-def test_lookup_form_equals_the_planners_form_on_every_band(db):
-    """Reading tags me_file by me_file builds byte-identical snapshots."""
+def test_lookup_form_equals_the_planners_form_on_every_band(db, monkeypatch):
+    """Reading tags me_file by me_file builds byte-identical snapshots, whether a band looks up
+    only its own traits' tags (few traits) or every tag of the me_file (many)."""
     compared = 0
+    few_traits = 0
     with db.engine.connect() as conn:
         for band in band_ids(db):
             rows_sql = "select id, me_file_id from target_populations where target_band_id = :b"
-            forms = [
-                dict(
-                    conn.execute(
-                        text(snapshot_select_sql(rows_sql, lookup=lookup, as_text=True)),
-                        {"b": band, "band": band},
-                    ).all()
+            forms = []
+            for lookup, most_traits in ((False, 64), (True, 64), (True, 0)):
+                monkeypatch.setattr(snapshot_sql, "LOOKUP_TRAITS", most_traits)
+                built = conn.execute(
+                    text(snapshot_select_sql(rows_sql, lookup=lookup, as_text=True)),
+                    {"b": band, "band": band},
                 )
-                for lookup in (False, True)
-            ]
-            assert forms[0] == forms[1]
+                forms.append(dict(built.all()))
+            assert forms[0] == forms[1] == forms[2]
+            traits = conn.execute(text(snapshot_sql.BAND_TRAITS_SQL), {"band": band}).all()
+            few_traits += 0 < len(traits) <= 64
             reference = reference_snapshots(conn, band)
             assert {k: json.loads(v) for k, v in forms[1].items()} == reference
             compared += len(reference)
     assert compared > 1000
+    assert few_traits > 0
 
 
 @settings(
