@@ -626,6 +626,25 @@ def test_a_log_line_never_lands_inside_the_progress_line_of_a_terminal(monkeypat
     ]
 
 
+def test_a_log_names_a_few_bands_and_sums_up_many_but_never_hides_a_failure():
+    stream = io.StringIO()
+    printer = output.ProgressPrinter(stream)
+    bands = range(1, output.ProgressPrinter.LOG_BANDS + 31)
+    for band in bands:
+        printer(Progress(band, JobState.RUNNING, rows_done=0, rows_total=10, batch=0, batches=1))
+        printer(Progress(band, JobState.RUNNING, rows_done=10, rows_total=10, batch=1, batches=1))
+    for band in bands:
+        state = JobState.FAILED if band == bands[-1] else JobState.SUCCEEDED
+        printer(Progress(band, state, rows_done=10, rows_total=10, message="disk full"))
+    printer.done()
+    lines = stream.getvalue().splitlines()
+    named = {int(m.group(1)) for m in map(re.compile(r"band (\d+): ").match, lines) if m}
+    assert named == {*range(1, output.ProgressPrinter.LOG_BANDS + 1), bands[-1]}
+    assert "band 50: failed: disk full" in lines
+    assert lines[-1] == "50 bands [##########] 100%: 50 ended, 500/500 rows"
+    assert len(lines) < 2 * output.ProgressPrinter.LOG_BANDS + 10
+
+
 class Interleaving(io.StringIO):
     """Every write gives the other threads a chance to write in between."""
 

@@ -31,11 +31,17 @@ class ProgressPrinter:
     """Band progress on stderr: one redrawn line on a terminal, plain lines otherwise.
 
     The terminal line is drawn at most every ``REDRAW_SECONDS`` (and by ``done``); with more
-    than ``BANDS_SHOWN`` bands it sums them up instead of naming each.
+    than ``BANDS_SHOWN`` bands it sums them up instead of naming each. A log (no terminal)
+    names each band's running and success lines up to ``LOG_BANDS`` bands; beyond, they are
+    summed up in one line at most every ``LOG_SECONDS`` (and by ``done``), while every other
+    state (waiting, retrying, failed, cancelled) keeps its own line: 15,000 small bands wrote
+    30,000 lines.
     """
 
     REDRAW_SECONDS = 0.1
     BANDS_SHOWN = 4
+    LOG_BANDS = 20
+    LOG_SECONDS = 5.0
 
     def __init__(self, stream=None) -> None:
         self.stream = stream or sys.stderr
@@ -56,6 +62,14 @@ class ProgressPrinter:
                     self.drawn_at = now
                     self._draw()
                 return
+            if len(self.state) > self.LOG_BANDS and p.state in _SUMMED:
+                now = time.monotonic()
+                self.pending = True
+                if self.drawn_at is None or now - self.drawn_at >= self.LOG_SECONDS:
+                    self.drawn_at = now
+                    self.pending = False
+                    self.stream.write(self._summary() + "\n")
+                return
             if p.state is JobState.RUNNING and p.batches and self._worth_a_line(p):
                 self.stream.write(
                     f"band {p.band_id}: batch {p.batch}/{p.batches} "
@@ -74,19 +88,22 @@ class ProgressPrinter:
                 parts.append(f"band {band_id} {_bar(pct)} {pct:3d}% {q.state}")
             line = "  ".join(parts)[:200]
         else:
-            done = total = ended = 0
-            for q in self.state.values():
-                done += q.rows_done
-                total += q.rows_total
-                ended += q.state not in ACTIVE_STATES
-            pct = 100 * done // total if total else 0
-            line = (
-                f"{len(self.state):,} bands {_bar(pct)} {pct:3d}%: {ended:,} ended, "
-                f"{done:,}/{total:,} rows"
-            )
+            line = self._summary()
         self.stream.write(CLEAR_LINE + line)
         self.stream.flush()
         _drawn[id(self.stream)] = (self.stream, line)
+
+    def _summary(self) -> str:
+        done = total = ended = 0
+        for q in self.state.values():
+            done += q.rows_done
+            total += q.rows_total
+            ended += q.state not in ACTIVE_STATES
+        pct = 100 * done // total if total else 0
+        return (
+            f"{len(self.state):,} bands {_bar(pct)} {pct:3d}%: {ended:,} ended, "
+            f"{done:,}/{total:,} rows"
+        )
 
     def _worth_a_line(self, p: Progress) -> bool:
         """The first and last batch and every 5% between, so logs stay readable."""
@@ -98,10 +115,16 @@ class ProgressPrinter:
 
     def done(self) -> None:
         with self.lock:
-            if self.pending:
+            if self.pending and self.tty:
                 self._draw()
+            elif self.pending:
+                self.stream.write(self._summary() + "\n")
             if _drawn.pop(id(self.stream), None) is not None:
                 self.stream.write("\n")
+
+
+# the states a log sums up once it follows many bands
+_SUMMED = frozenset({JobState.RUNNING, JobState.SUCCEEDED})
 
 
 def _bar(pct: int) -> str:
