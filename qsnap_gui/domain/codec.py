@@ -268,12 +268,22 @@ _PARENT_OK = (
     ' && @[1].type() == "string" && (@[2].type() == "number" || @[2].type() == "null")'
     ' && @[3].type() == "array"'
 )
-_CHILD_OK = (
-    '@.type() == "array" && @.size() == 3 && @[0].type() == "number"'
-    ' && (@[1].type() == "string" || @[1].type() == "null")'
-    ' && (@[2].type() == "number" || @[2].type() == "null")'
-)
-_BLANK = '@[1] == null || @[1] == ""'
+
+
+def _child_ok(blank_is_bad: bool) -> str:
+    """A child [trait_id, value, display_order]; with ``blank_is_bad`` its value is a
+    non-empty string, else a string or null."""
+    value = (
+        '@[1].type() == "string" && @[1] != ""'
+        if blank_is_bad
+        else '(@[1].type() == "string" || @[1].type() == "null")'
+    )
+    return (
+        f'@.type() == "array" && @.size() == 3 && @[0].type() == "number" && {value}'
+        ' && (@[2].type() == "number" || @[2].type() == "null")'
+    )
+
+
 # A legacy entry may lack a key, which strict mode reports as "unknown" rather than false.
 _LEGACY_OK = (
     '@.type() == "object" && @.trait_id.type() == "number"'
@@ -283,9 +293,14 @@ _LEGACY_BAD = f"strict $.tags[*] ? (!({_LEGACY_OK}) || ({_LEGACY_OK}) is unknown
 
 
 def _bad_entry(col: str, root: str, *, blank_is_bad: bool) -> str:
-    child_bad = f"!({_CHILD_OK})" + (f" || {_BLANK}" if blank_is_bad else "")
-    path = f"strict {root}[*] ? (!({_PARENT_OK}) || exists(@[3][*] ? ({child_bad})))"
-    return f"jsonb_path_exists({col}, '{path}')"
+    """Some entry under ``root`` is not a parent, or some child not a child: the parents in
+    one pass, then (once all are well formed, so that the flat path cannot raise) the
+    children in another. A children's filter nested in the parents' cost twice as much."""
+    parents = f"jsonb_path_exists({col}, 'strict {root}[*] ? (!({_PARENT_OK}))')"
+    children = (
+        f"jsonb_path_exists({col}, 'strict {root}[*][3][*] ? (!({_child_ok(blank_is_bad)}))')"
+    )
+    return f"(case when {parents} then true else {children} end)"
 
 
 def _fraction(col: str, *paths: str) -> str:

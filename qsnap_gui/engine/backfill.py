@@ -361,9 +361,12 @@ MISSING_SQL = f"""
 # shape is computed once (offset 0 keeps the planner from copying it into every use) and
 # broken follows from it as broken_sql says: every shape but a good envelope, null values only
 # where a blank entry stands for a tag that has a value now. NULL rows, read anyway, come out
-# as the shape "missing": the missing count of the same pass
+# as the shape "missing": the missing count of the same pass. One row per band, a count per
+# shape (grouping by band and shape hashed and sent four times as many rows)
+_COUNTED_SHAPES: tuple[str, ...] = ("missing", *BROKEN_SHAPE_NAMES)
 BROKEN_SQL = f"""
-    select x.band, x.shape, count(*) from (
+    select x.band, {", ".join(f"count(*) filter (where x.shape = '{s}')" for s in _COUNTED_SHAPES)}
+    from (
         select tp.target_band_id as band, {shape_sql(COLUMN)} as shape, {COLUMN} as snap,
                tp.me_file_id as me_file
         from target_populations tp
@@ -372,7 +375,7 @@ BROKEN_SQL = f"""
     ) x
     where x.shape <> 'envelope'
       and (x.shape <> 'null_values' or {blank_entries_wrong_sql("x.snap", "x.me_file")})
-    group by 1, 2
+    group by 1
 """
 CHUNK_SQL = """
     select max(id), count(*) from (
@@ -485,11 +488,9 @@ def _broken_shapes(
     rows."""
     out = {band: dict.fromkeys(BROKEN_SHAPE_NAMES, 0) for band in band_ids}
     missing = dict.fromkeys(band_ids, 0)
-    for band, shape, count in conn.execute(text(BROKEN_SQL), {"ids": band_ids}):
-        if shape == "missing":
-            missing[band] = count
-        else:
-            out[band][shape] = out[band].get(shape, 0) + count
+    for band, missing_rows, *counts in conn.execute(text(BROKEN_SQL), {"ids": band_ids}):
+        missing[band] = missing_rows
+        out[band] = dict(zip(BROKEN_SHAPE_NAMES, counts, strict=True))
     return out, missing
 
 
