@@ -453,3 +453,19 @@ def test_a_backfill_reports_every_band_once_and_sums_them_as_they_end(fresh_db):
     )
     last_parent = [info for name, info in events if info.id == job_id][-1]
     assert last_parent.rows_written == parent.rows_written
+
+
+def test_a_cancel_flag_wakes_its_waiter_and_answers_at_once_when_set_before_any_wait():
+    from qsnap_gui.domain.jobs import CancelFlag
+
+    flag = CancelFlag()
+    assert not flag.is_set() and flag.wait(0) is False
+    answers: list[bool] = []
+    waiter = threading.Thread(target=lambda: answers.append(flag.wait(HANG_GUARD)))
+    waiter.start()
+    flag.cancel()
+    waiter.join(HANG_GUARD)
+    assert answers == [True] and flag.is_set()
+    early = CancelFlag()
+    early.cancel()
+    assert early.is_set() and early.wait(HANG_GUARD) is True

@@ -198,7 +198,9 @@ def _group_once(
                 _take_locks(conn, band_ids, flags, report, say, orphans, bands, deferred, locked)
                 if not locked:
                     return []
-                for band_id in locked:
+                # a first attempt's bands are running since their job started; a later
+                # one's were retrying or waiting (one event per band adds up at 15,000)
+                for band_id in locked if attempt > 1 else ():
                     report(
                         Progress(band_id, JobState.RUNNING, attempt=attempt, message="computing")
                     )

@@ -679,10 +679,15 @@ class Runner:
 
     @staticmethod
     def _count(parent: _Job, counted: tuple[int, ...], child: JobInfo) -> None:
-        """The parent's sums moved by what one child's change moved."""
-        parent.sums = tuple(
-            s + new - old
-            for s, new, old in zip(parent.sums, _counters(child), counted, strict=True)
+        """The parent's sums moved by what one child's change moved (written out: it runs
+        for every progress event of every child)."""
+        s, c = parent.sums, counted
+        parent.sums = (
+            s[0] + child.rows_done - c[0],
+            s[1] + child.rows_total - c[1],
+            s[2] + child.rows_written - c[2],
+            s[3] + child.batch - c[3],
+            s[4] + child.batches - c[4],
         )
 
     def _aggregate(self, parent: _Job, force: bool = False) -> None:
