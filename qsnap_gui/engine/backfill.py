@@ -107,6 +107,13 @@ STALE_WORK = 4
 
 COLUMN = "tp.matching_tags_snapshot"
 
+
+def _int_array(values: Iterable[int]) -> str:
+    """An ``int[]`` parameter as its text: psycopg adapts a list of 15,000 ints in about
+    20 ms, this text in 2 (a scan passes the band list five times)."""
+    return "{" + ",".join(str(int(v)) for v in values) + "}"
+
+
 ScanProgressFn = Callable[[int, int, str], None]
 T = TypeVar("T")
 LogFn = Callable[[str], None]
@@ -272,7 +279,7 @@ LABELS_SQL = """
         from target_bands b
         left join target_band_trait_groups bg on bg.target_band_id = b.id
         left join trait_groups g on g.id = bg.trait_group_id
-        where b.target_id = any(:targets)
+        where b.target_id = any(cast(:targets as int[]))
         group by b.id, b.target_id, b.title, b.is_bullseye
     )
     select target_id, id, title, bullseye,
@@ -303,7 +310,7 @@ def resolve_bands(conn: Connection, target_ids: Iterable[int] | None = None) -> 
     titles = {target_id: display_title(target_id, title) for target_id, title in targets}
     if not titles:
         return []
-    rows = conn.execute(text(LABELS_SQL), {"targets": list(titles)}).all()
+    rows = conn.execute(text(LABELS_SQL), {"targets": _int_array(titles)}).all()
     return [
         BandRef(
             target_id,
@@ -348,13 +355,13 @@ ME_FILE = "tp.me_file_id"
 # rows without a me_file are orphans, never written, so never counted as work
 POPULATION_SQL = """
     select tp.target_band_id, count(*) from target_populations tp
-    where tp.target_band_id = any(:ids) and tp.me_file_id is not null group by 1
+    where tp.target_band_id = any(cast(:ids as int[])) and tp.me_file_id is not null group by 1
 """
 # Written literally as "IS NULL" next to the band filter so that a partial index
 # (where matching_tags_snapshot is null) serves it where one exists.
 MISSING_SQL = f"""
     select tp.target_band_id, count(*) from target_populations tp
-    where tp.target_band_id = any(:ids) and {COLUMN} is null and tp.me_file_id is not null
+    where tp.target_band_id = any(cast(:ids as int[])) and {COLUMN} is null and tp.me_file_id is not null
     group by 1
 """
 # every band of a chunk in one statement: its cost follows the rows, not the bands. Each row's
@@ -370,7 +377,7 @@ BROKEN_SQL = f"""
         select tp.target_band_id as band, {shape_sql(COLUMN)} as shape, {COLUMN} as snap,
                tp.me_file_id as me_file
         from target_populations tp
-        where tp.target_band_id = any(:ids) and tp.me_file_id is not null
+        where tp.target_band_id = any(cast(:ids as int[])) and tp.me_file_id is not null
         offset 0
     ) x
     where x.shape <> 'envelope'
@@ -425,7 +432,7 @@ def _left_null_sql(table: str) -> str:
         select c.target_band_id as band from {table} c
         join target_populations tp
           on tp.target_band_id = c.target_band_id and tp.me_file_id = c.me_file_id
-        where c.target_band_id = any(:ids) and c.matching_tags_snapshot is null
+        where c.target_band_id = any(cast(:ids as int[])) and c.matching_tags_snapshot is null
           and {good_sql(COLUMN, ME_FILE)}
     """
 
@@ -455,7 +462,7 @@ def _offers_left_null(conn: Connection, band_ids: list[int]) -> dict[int, int] |
     union = " union all ".join(_left_null_sql(t) for t in tables)
     counts = conn.execute(
         text(f"select x.band, count(*) from ({union}) x group by 1"),
-        {"ids": band_ids},
+        {"ids": _int_array(band_ids)},
     ).all()
     return {band: 0 for band in band_ids} | dict(counts)
 
@@ -488,7 +495,9 @@ def _broken_shapes(
     rows."""
     out = {band: dict.fromkeys(BROKEN_SHAPE_NAMES, 0) for band in band_ids}
     missing = dict.fromkeys(band_ids, 0)
-    for band, missing_rows, *counts in conn.execute(text(BROKEN_SQL), {"ids": band_ids}):
+    for band, missing_rows, *counts in conn.execute(
+        text(BROKEN_SQL), {"ids": _int_array(band_ids)}
+    ):
         missing[band] = missing_rows
         out[band] = dict(zip(BROKEN_SHAPE_NAMES, counts, strict=True))
     return out, missing
@@ -523,7 +532,7 @@ def _stale_count(
 
 def _stale_many(conn: Connection, band_ids: list[int]) -> dict[int, int]:
     """Per band of several small bands, its stale rows (0 where none)."""
-    counts = conn.execute(text(STALE_MANY_SQL), {"bands": band_ids}).all()
+    counts = conn.execute(text(STALE_MANY_SQL), {"bands": _int_array(band_ids)}).all()
     return dict.fromkeys(band_ids, 0) | dict(counts)
 
 
@@ -688,11 +697,11 @@ def _count(
 
 
 def _populations(conn: Connection, band_ids: list[int]) -> dict[int, int]:
-    return dict(conn.execute(text(POPULATION_SQL), {"ids": band_ids}).all())
+    return dict(conn.execute(text(POPULATION_SQL), {"ids": _int_array(band_ids)}).all())
 
 
 def _missing(conn: Connection, band_ids: list[int]) -> dict[int, int]:
-    return dict(conn.execute(text(MISSING_SQL), {"ids": band_ids}).all())
+    return dict(conn.execute(text(MISSING_SQL), {"ids": _int_array(band_ids)}).all())
 
 
 def scan(
