@@ -142,7 +142,7 @@ def test_every_mode_writes_what_the_reference_says_and_carries_it(prod, mode, re
     assert not left & WRITES[mode]
 
 
-@pytest.mark.parametrize("most_traits", [64, 0])
+@pytest.mark.parametrize("most_traits", [snapshot_sql.LOOKUP_TRAITS, 0])
 @pytest.mark.parametrize("relay", list(RELAY))
 def test_tags_read_me_file_by_me_file_write_the_same(
     prod, small_bands, relay, most_traits, monkeypatch

@@ -449,11 +449,12 @@ def test_lookup_form_equals_the_planners_form_on_every_band(db, monkeypatch):
     only its own traits' tags (few traits) or every tag of the me_file (many)."""
     compared = 0
     few_traits = 0
+    default = snapshot_sql.LOOKUP_TRAITS
     with db.engine.connect() as conn:
         for band in band_ids(db):
             rows_sql = "select id, me_file_id from target_populations where target_band_id = :b"
             forms = []
-            for lookup, most_traits in ((False, 64), (True, 64), (True, 0)):
+            for lookup, most_traits in ((False, default), (True, default), (True, 0)):
                 monkeypatch.setattr(snapshot_sql, "LOOKUP_TRAITS", most_traits)
                 built = conn.execute(
                     text(snapshot_select_sql(rows_sql, lookup=lookup, as_text=True)),
@@ -462,7 +463,7 @@ def test_lookup_form_equals_the_planners_form_on_every_band(db, monkeypatch):
                 forms.append(dict(built.all()))
             assert forms[0] == forms[1] == forms[2]
             traits = conn.execute(text(snapshot_sql.BAND_TRAITS_SQL), {"band": band}).all()
-            few_traits += 0 < len(traits) <= 64
+            few_traits += 0 < len(traits) <= default
             reference = reference_snapshots(conn, band)
             assert {k: json.loads(v) for k, v in forms[1].items()} == reference
             compared += len(reference)
