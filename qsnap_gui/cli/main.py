@@ -367,10 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     from qsnap_gui.store.db import Database, open_database, server_reason
     from qsnap_gui.store.dsn import mask_text
 
-    handler = command_handler(args)
     db: Database | None = None
     started = time.monotonic()
     try:
+        handler = command_handler(args)
         size_embedded_server(args)
         if getattr(args, "no_database", False):
             return handler(args, None)
