@@ -23,6 +23,7 @@ from qsnap_gui.domain.errors import TargetBusy
 from qsnap_gui.engine.flows import refresh_population
 from qsnap_gui.engine.snapshots import JobState, Mode, snapshot_band
 from qsnap_gui.engine.targets import list_targets
+from qsnap_gui.store import locks
 from qsnap_gui.store.db import open_database
 from qsnap_gui.tools.demo import DemoSpec, generate_demo
 from tests.worlds import (
@@ -275,6 +276,55 @@ def _killed_run(url: str, args: list[str], rng: random.Random) -> int:
             proc.kill()
         proc.stderr.close()
     return proc.returncode
+
+
+def test_a_killed_qsnaps_session_ends_on_its_own_while_it_waits_on_a_row(db, db_url):
+    """The server checks that a job's client is still there: the session of a SIGKILLed qsnap
+    ends, with its band lock, while the row it waits on is still held (without the check it
+    waited for as long as the row's holder kept it)."""
+    band = biggest_band(db.engine)
+    env = {**os.environ, "QSNAP_DATABASE_URL": db_url}
+    with db.engine.connect() as blocker:
+        row = block_band_row(blocker, band, 3)
+        blocker.rollback()
+        blocker.execute(
+            text("update target_populations set matching_tags_snapshot = null where id = :i"),
+            {"i": row},
+        )
+        blocker.commit()
+        block_band_row(blocker, band, 3)
+        proc = subprocess.Popen(
+            qsnap("snapshot", "--band", str(band), "--batch-size", "2"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        try:
+
+            def waiting() -> int | None:
+                assert proc.poll() is None, proc.communicate()[1]
+                return job_waiting_on_lock(db.engine, band)
+
+            pid = wait_until(waiting, 120, "qsnap waiting on the row")
+            proc.kill()
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+        def session_gone() -> bool:
+            with db.engine.connect() as conn:
+                return not conn.execute(
+                    text("select 1 from pg_stat_activity where pid = :p"), {"p": pid}
+                ).first()
+
+        wait_until(session_gone, 60, "the killed qsnap's session ending")
+        assert blocker.in_transaction()
+        blocker.rollback()
+    with db.engine.connect() as conn:
+        assert locks.try_lock(conn, locks.BAND, band)
+        locks.unlock(conn, locks.BAND, band)
 
 
 def test_sigkill_storm_then_one_clean_run_equals_a_clean_copy(create_db, demo_template):

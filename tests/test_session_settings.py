@@ -16,6 +16,7 @@ SETTINGS = (
     "application_name",
     "synchronous_commit",
     "gin_pending_list_limit",
+    "client_connection_check_interval",
     "work_mem",
     "enable_indexscan",
     "enable_nestloop",
