@@ -15,6 +15,7 @@ from sqlalchemy import event, text
 from qsnap_gui.domain.codec import broken_sql, is_broken
 from qsnap_gui.domain.errors import UsageError
 from qsnap_gui.engine import backfill as bf
+from qsnap_gui.engine import snapshot_sql
 from qsnap_gui.engine.backfill import Category
 from qsnap_gui.engine.flows import run_backfill
 from qsnap_gui.engine.snapshots import CancelFlag, JobState, Mode
@@ -163,13 +164,21 @@ def market(create_db):
     database.dispose()
 
 
-@pytest.mark.parametrize("chunk_rows", [None, 45, 10])
-def test_scan_counts_every_small_band_as_the_reference_does(market, monkeypatch, chunk_rows):
+@pytest.mark.parametrize(
+    ("chunk_rows", "lookup_share"), [(None, None), (45, None), (10, 0), (10, 1e9)]
+)
+def test_scan_counts_every_small_band_as_the_reference_does(
+    market, monkeypatch, chunk_rows, lookup_share
+):
     database, want = market
     if chunk_rows:  # several bands per statement, and bands larger than a chunk, on two
         monkeypatch.setattr(bf, "BROKEN_CHUNK_ROWS", chunk_rows)  # connections at once
         monkeypatch.setattr(bf, "STALE_CHUNK_ROWS", chunk_rows)
         monkeypatch.setattr(bf, "PARALLEL_MIN_ROWS", 0)
+    if lookup_share is not None:  # a band larger than a chunk: by trait at once, or in chunks
+        monkeypatch.setattr(snapshot_sql, "LOOKUP_SHARE", lookup_share)
+        with database.engine.begin() as conn:
+            conn.execute(text("analyze me_files"))  # the share needs its row count
     seen = []
     with database.engine.connect() as conn:
         result = bf.scan(conn, None, ALL, progress=lambda *a: seen.append(a), measure=False)

@@ -371,7 +371,7 @@ def _fill_carriers(conn: Connection, params: dict, grouped: bool) -> None:
         conn.execute(text(fill_carrier_sql(table, grouped)), params)
 
 
-def _lookup(conn: Connection, total: int) -> bool:
+def reads_by_lookup(conn: Connection, total: int) -> bool:
     """Whether so few rows read their tags me_file by me_file (LOOKUP_SHARE)."""
     me_files = conn.execute(
         text("select reltuples from pg_class where oid = to_regclass('me_files')")
@@ -400,7 +400,7 @@ def prepare_band(conn: Connection, band_id: int, mode: Mode) -> tuple[int, bool]
     ).rowcount
     conn.execute(text(f"analyze {TRAITS_TABLE}, {ROWS_TABLE}"))
     _fill_carriers(conn, {"band": band_id}, grouped=False)
-    return total, _lookup(conn, total)
+    return total, reads_by_lookup(conn, total)
 
 
 def prepare_group(
@@ -437,7 +437,7 @@ def prepare_group(
         text(f"select b, band_id, count(*) from {GROUP_ROWS_TABLE} group by b, band_id")
     ):
         batches.setdefault(int(batch), {})[band] = rows
-    return batches, _lookup(conn, total) or len(band_ids) > SCAN_BANDS
+    return batches, reads_by_lookup(conn, total) or len(band_ids) > SCAN_BANDS
 
 
 def band_select_sql(lookup: bool) -> str:
