@@ -273,7 +273,9 @@ def _job_session(conn: Connection, name: str) -> str:
                 ),
                 {"ms": str(CLIENT_CHECK_MS)},
             )
-    except DBAPIError:
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
         log.debug("this server cannot check its clients' connections", exc_info=True)
     return timeout
 
