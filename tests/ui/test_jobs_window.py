@@ -96,7 +96,11 @@ def test_refresh_population_from_its_action(database, sql, make_window, qtbot):
         assert row.shapes["envelope"] == row.population
     population = sum(b.population for b in window.bands_model.bands())
     assert target_cell(window, target_id, TargetsModel.POPULATION) == f"{population:,}"
-    assert target_cell(window, target_id, TargetsModel.COVERAGE) == "100.0 %"
+    # the coverage comes from a second read, a moment after the list ("counting…" until then)
+    qtbot.waitUntil(
+        lambda: target_cell(window, target_id, TargetsModel.COVERAGE) == "100.0 %",
+        timeout=WAIT_MS,
+    )
     status = sql.execute("select population_status from targets where id = 1").fetchone()[0]
     assert status == "populated"
 
