@@ -12,7 +12,7 @@ from sqlalchemy import Connection, text
 from qsnap_gui.cli import main
 from qsnap_gui.domain.codec import good_sql
 from qsnap_gui.domain.errors import UsageError
-from qsnap_gui.engine import population
+from qsnap_gui.engine import population, snapshot_sql
 from qsnap_gui.engine.backfill import Category, scan
 from qsnap_gui.engine.flows import refresh_population
 from qsnap_gui.engine.population import apply_membership, outermost_first
@@ -138,11 +138,17 @@ def change_tags(conn: Connection, band_ids: list[int]) -> None:
     copy_tags(conn, donor, [*outsiders, ORPHAN_ME_FILE])  # join
 
 
-def test_preview_counts_equal_what_the_refresh_then_does(fresh_db):
+@pytest.mark.parametrize("stale_check", ["by trait", "by lookup"])
+def test_preview_counts_equal_what_the_refresh_then_does(fresh_db, stale_check, monkeypatch):
     engine = fresh_db.engine
     with engine.begin() as conn:
         band_ids = outermost_first(conn, TARGET)
         change_tags(conn, band_ids)
+        if stale_check == "by lookup":  # every band checked in keyset chunks of lookups
+            monkeypatch.setattr(snapshot_sql, "LOOKUP_SHARE", 1e9)
+            conn.execute(text("analyze me_files"))
+        else:  # every band checked in one statement
+            monkeypatch.setattr(snapshot_sql, "LOOKUP_SHARE", 0)
     with engine.connect() as conn:
         before = pairs(conn, band_ids)
         offers_before = offers_without_pair(conn, band_ids)

@@ -22,7 +22,7 @@ from qsnap_gui.domain.errors import QsnapError
 from qsnap_gui.domain.jobs import CancelFlag
 from qsnap_gui.engine.backfill import CHUNK_SQL
 from qsnap_gui.engine.population import membership_sql
-from qsnap_gui.engine.snapshot_sql import BAND_TRAITS_SQL, snapshot_select_sql
+from qsnap_gui.engine.snapshot_sql import BAND_TRAITS_SQL, reads_by_lookup, snapshot_select_sql
 from qsnap_gui.store.db import Database, server_reason
 from qsnap_gui.store.interrupt import interrupt_on
 from qsnap_gui.store.queries import (
@@ -198,11 +198,12 @@ COLUMN = "tp.matching_tags_snapshot"
 # differs (up to ties) from the one the snapshot engine would build now (the backfill's deep
 # check); the membership then says which of those stay in their band
 STALE_CHUNK_ROWS = 10_000
-STALE_ROWS_SQL = (
+STALE_BAND_ROWS_SQL = (
     "select tp.id, tp.me_file_id from target_populations tp "
-    "where tp.target_band_id = :band and tp.id > :after and tp.id <= :upto "
+    "where tp.target_band_id = :band "
     f"and tp.me_file_id is not null and {good_sql(COLUMN, 'tp.me_file_id')}"
 )
+STALE_ROWS_SQL = f"{STALE_BAND_ROWS_SQL} and tp.id > :after and tp.id <= :upto"
 STALE_ME_FILES_SQL = f"""
     with qsnap_stale_traits as materialized ({BAND_TRAITS_SQL})
     select tp.me_file_id
@@ -210,6 +211,18 @@ STALE_ME_FILES_SQL = f"""
     join target_populations tp
       on tp.id = s.id and tp.target_band_id = :band and tp.id > :after and tp.id <= :upto
     where not ({same_sql(COLUMN, "s.snap")})"""
+# a band large enough for the engine to read its tags by trait: one statement built as the
+# engine builds it, its tags read once in table order (as the backfill's deep check)
+STALE_BAND_ME_FILES_SQL = f"""
+    with qsnap_stale_traits as materialized ({BAND_TRAITS_SQL})
+    select tp.me_file_id
+    from ({snapshot_select_sql(STALE_BAND_ROWS_SQL, "qsnap_stale_traits")}) s
+    join target_populations tp on tp.id = s.id and tp.target_band_id = :band
+    where not ({same_sql(COLUMN, "s.snap")})"""
+BAND_ROWS_SQL = (
+    "select count(*) from target_populations "
+    "where target_band_id = :band and me_file_id is not null"
+)
 STALE_KEPT_SQL = """
     select 'stale', s.band_id, null, count(*), null
     from unnest(cast(:stale_me_files as int[]), cast(:stale_bands as int[])) s(me_file_id, band_id)
@@ -220,12 +233,28 @@ STALE_KEPT_SQL = """
 def _stale_pairs(conn: Connection, band_ids: list[int]) -> tuple[list[int], list[int]]:
     """(me_file ids, band ids) of the current rows whose snapshot is stale.
 
-    Chunked like the backfill's deep check: one statement over a million rows, with the
-    membership's CTEs estimated at a hundredth of their rows, ran for more than 13 minutes.
+    As the backfill's deep check: a band the engine reads by trait in one statement (with
+    the bitmap read that needs, then the transaction's own setting back), a smaller one in
+    keyset chunks of lookups (one lookup statement over a million rows, with the
+    membership's CTEs estimated at a hundredth of their rows, ran for more than 13 minutes).
     """
     me_files: list[int] = []
     bands: list[int] = []
     for band_id in band_ids:
+        rows = conn.execute(text(BAND_ROWS_SQL), {"band": band_id}).scalar_one()
+        if not reads_by_lookup(conn, rows):
+            was = conn.execute(
+                text(
+                    "select current_setting('enable_indexscan'), "
+                    "set_config('enable_indexscan', 'off', true)"
+                )
+            ).one()[0]
+            found = conn.execute(text(STALE_BAND_ME_FILES_SQL), {"band": band_id}).scalars()
+            for me_file_id in found:
+                me_files.append(me_file_id)
+                bands.append(band_id)
+            conn.execute(text("select set_config('enable_indexscan', :was, true)"), {"was": was})
+            continue
         after = 0
         while True:
             upto, n = conn.execute(
@@ -262,8 +291,9 @@ def preview_refresh(
 ) -> RefreshPreview:
     """What Refresh Population of the target would do now; writes nothing.
 
-    The stale check builds the snapshot of every current row: it costs several times the rest
-    (at a million me_files 166 s against 20 s), so ``stale=False`` leaves it out.
+    The stale check builds the snapshot of every current row: it costs more than the rest
+    (at a million me_files, on a quiet machine, 30 s in all against about 20 s without it),
+    so ``stale=False`` leaves it out.
 
     Runs in a transaction of its own, read-only and repeatable-read (one consistent view):
     call it on a connection with no transaction open; the transaction is rolled back.
