@@ -29,7 +29,9 @@ The rate estimate
 -----------------
 ``measure_rate`` times ``snapshot_select_sql`` (the builder the engine runs) on a sample of up
 to ``SAMPLE_ROWS`` rows of the largest bands to fix, inside the database and without writing,
-and divides by ``WRITE_COST_FACTOR``: on the demo databases (3,000 and 100,000 me_files) a
+each row's tags looked up by its me_file (left to the planner, a sample of a large band read
+every tag of the band's traits: 2.1-3.1 s instead of 0.5 s for 5,000 rows of the 100,000-row
+bench at 60 tags), and divides by ``WRITE_COST_FACTOR``: on the demo databases (3,000 and 100,000 me_files) a
 whole band job (build into a temporary table, then keyset UPDATE batches that also maintain
 the GIN index, then the recount) took about 1.5 times as long per row as building a sample of
 the same band's rows. ``estimate_seconds`` adds ``BAND_OVERHEAD_SECONDS`` per band job
@@ -68,6 +70,7 @@ from qsnap_gui.engine.snapshot_sql import (
     ProgressFn,
     reads_by_lookup,
     snapshot_select_sql,
+    stale_by_trait_sql,
     tune_group_compute,
 )
 from qsnap_gui.engine.snapshots import (
@@ -414,16 +417,9 @@ STALE_SQL = f"""
       on tp.id = s.id and tp.target_band_id = :band and tp.id > :after and tp.id <= :upto
     where not ({same_sql("tp.matching_tags_snapshot", "s.snap")})
 """
-# a band large enough for the engine to read its tags by trait is checked as the engine builds
-# it, in one statement: the band's tags read once, in table order (the 903,728-row band of the
-# 1,000,000-row bench in 14 s; in 10,000-row chunks of lookups it took over two minutes)
-STALE_BAND_SQL = f"""
-    with qsnap_stale_traits as materialized ({BAND_TRAITS_SQL})
-    select count(*)
-    from ({snapshot_select_sql(_STALE_BAND_ROWS, "qsnap_stale_traits")}) s
-    join target_populations tp on tp.id = s.id and tp.target_band_id = :band
-    where not ({same_sql("tp.matching_tags_snapshot", "s.snap")})
-"""
+# bands large enough for the engine to read their tags by trait are checked as the engine
+# builds them, those of one target in one statement (snapshot_sql.stale_by_trait_sql)
+STALE_BY_TRAIT_SQL = f"select s.band_id, count(*) from ({stale_by_trait_sql()}) s group by 1"
 # many small bands at once, each row rebuilt from its own band's traits; each row's tags are
 # looked up by its me_file (a chunk is small): joined on the trait alone first, the tags of a
 # trait that thousands of bands ask for would be multiplied by every one of those bands
@@ -519,24 +515,22 @@ def _broken_shapes(
     return out, missing
 
 
-def _stale_count(
+def _stale_by_trait(conn: Connection, band_ids: list[int]) -> dict[int, int]:
+    """The deep check of bands the engine reads by trait, in one statement (0 where none)."""
+    tune_group_compute(conn, lookup=False)
+    counts = conn.execute(text(STALE_BY_TRAIT_SQL), {"bands": _int_array(band_ids)}).all()
+    return dict.fromkeys(band_ids, 0) | dict(counts)
+
+
+def _stale_by_chunks(
     conn: Connection,
     band_id: int,
-    rows: int,
     cancel: CancelFlag | None,
     step: Callable[[int], None],
     chunk_rows: int = STALE_CHUNK_ROWS,
 ) -> int:
-    """The deep check of a band of ``rows`` rows: in one statement where the engine would
-    read its tags by trait, else in keyset chunks of its rows, each row's tags looked up by
-    its me_file, so progress and cancel keep up."""
-    if not reads_by_lookup(conn, rows):
-        with _interruptible(conn, cancel):
-            tune_group_compute(conn, lookup=False)
-            stale = conn.execute(text(STALE_BAND_SQL), {"band": band_id}).scalar_one()
-        conn.commit()
-        step(rows)
-        return stale
+    """The deep check of a band read me_file by me_file, in keyset chunks of its rows, so
+    that progress and cancel keep up."""
     stale = 0
     after = 0
     while True:
@@ -689,16 +683,30 @@ def _count(
     stale: dict[int, int] = {}
     if Category.STALE in include:
         chunks = _chunks(refs, populations, _chunk_rows(rows_of, STALE_CHUNK_ROWS))
-        for chunk in chunks:  # a band larger than a chunk: keyset chunks of its own rows
-            if len(chunk) == 1:
-                band, message = chunk[0].band_id, where(chunk)
-                stale[band] = _stale_count(
-                    conn,
-                    band,
-                    populations.get(band, 0),
-                    cancel,
-                    lambda n, m=message: step(n * STALE_WORK, m),
+        # a band larger than a chunk: read by trait with the other such bands of its target,
+        # or in keyset chunks of its own rows
+        by_trait: dict[int, list[BandRef]] = {}
+        for chunk in chunks:
+            if len(chunk) > 1:
+                continue
+            ref = chunk[0]
+            if reads_by_lookup(conn, populations.get(ref.band_id, 0)):
+                message = where(chunk)
+                stale[ref.band_id] = _stale_by_chunks(
+                    conn, ref.band_id, cancel, lambda n, m=message: step(n * STALE_WORK, m)
                 )
+            else:
+                by_trait.setdefault(ref.target_id, []).append(ref)
+        for target_refs in by_trait.values():
+            if cancel is not None and cancel.is_set():
+                raise ScanCancelled
+            with _interruptible(conn, cancel):
+                stale.update(_stale_by_trait(conn, [r.band_id for r in target_refs]))
+            conn.commit()
+            step(
+                sum(populations.get(r.band_id, 0) for r in target_refs) * STALE_WORK,
+                where(target_refs),
+            )
         found = _each_chunk(
             conn,
             [chunk for chunk in chunks if len(chunk) > 1],
@@ -881,7 +889,8 @@ def measure_rate(
         "where tp.target_band_id = :band order by tp.id limit :n"
     )
     sql = text(
-        f"select count(*), sum(length(s.snap::text)) from ({snapshot_select_sql(rows_sql)}) s"
+        "select count(*), sum(length(s.snap::text)) "
+        f"from ({snapshot_select_sql(rows_sql, lookup=True)}) s"
     )
     sampled = 0
     seconds = 0.0

@@ -22,7 +22,13 @@ from qsnap_gui.domain.errors import QsnapError
 from qsnap_gui.domain.jobs import CancelFlag
 from qsnap_gui.engine.backfill import CHUNK_SQL
 from qsnap_gui.engine.population import membership_sql
-from qsnap_gui.engine.snapshot_sql import BAND_TRAITS_SQL, reads_by_lookup, snapshot_select_sql
+from qsnap_gui.engine.snapshot_sql import (
+    BAND_TRAITS_SQL,
+    reads_by_lookup,
+    snapshot_select_sql,
+    stale_by_trait_sql,
+    tune_group_compute,
+)
 from qsnap_gui.store.db import Database, server_reason
 from qsnap_gui.store.interrupt import interrupt_on
 from qsnap_gui.store.queries import (
@@ -211,14 +217,9 @@ STALE_ME_FILES_SQL = f"""
     join target_populations tp
       on tp.id = s.id and tp.target_band_id = :band and tp.id > :after and tp.id <= :upto
     where not ({same_sql(COLUMN, "s.snap")})"""
-# a band large enough for the engine to read its tags by trait: one statement built as the
-# engine builds it, its tags read once in table order (as the backfill's deep check)
-STALE_BAND_ME_FILES_SQL = f"""
-    with qsnap_stale_traits as materialized ({BAND_TRAITS_SQL})
-    select tp.me_file_id
-    from ({snapshot_select_sql(STALE_BAND_ROWS_SQL, "qsnap_stale_traits")}) s
-    join target_populations tp on tp.id = s.id and tp.target_band_id = :band
-    where not ({same_sql(COLUMN, "s.snap")})"""
+# bands large enough for the engine to read their tags by trait: one statement built as the
+# engine builds them, their tags read once in table order (as the backfill's deep check)
+STALE_BY_TRAIT_SQL = f"select s.me_file_id, s.band_id from ({stale_by_trait_sql()}) s"
 BAND_ROWS_SQL = (
     "select count(*) from target_populations "
     "where target_band_id = :band and me_file_id is not null"
@@ -233,27 +234,18 @@ STALE_KEPT_SQL = """
 def _stale_pairs(conn: Connection, band_ids: list[int]) -> tuple[list[int], list[int]]:
     """(me_file ids, band ids) of the current rows whose snapshot is stale.
 
-    As the backfill's deep check: a band the engine reads by trait in one statement (with
-    the bitmap read that needs, then the transaction's own setting back), a smaller one in
+    As the backfill's deep check: the bands the engine reads by trait in one statement (with
+    the settings that build needs, then the transaction's own back), a smaller one in
     keyset chunks of lookups (one lookup statement over a million rows, with the
     membership's CTEs estimated at a hundredth of their rows, ran for more than 13 minutes).
     """
     me_files: list[int] = []
     bands: list[int] = []
+    by_trait: list[int] = []
     for band_id in band_ids:
         rows = conn.execute(text(BAND_ROWS_SQL), {"band": band_id}).scalar_one()
         if not reads_by_lookup(conn, rows):
-            was = conn.execute(
-                text(
-                    "select current_setting('enable_indexscan'), "
-                    "set_config('enable_indexscan', 'off', true)"
-                )
-            ).one()[0]
-            found = conn.execute(text(STALE_BAND_ME_FILES_SQL), {"band": band_id}).scalars()
-            for me_file_id in found:
-                me_files.append(me_file_id)
-                bands.append(band_id)
-            conn.execute(text("select set_config('enable_indexscan', :was, true)"), {"was": was})
+            by_trait.append(band_id)
             continue
         after = 0
         while True:
@@ -269,6 +261,17 @@ def _stale_pairs(conn: Connection, band_ids: list[int]) -> tuple[list[int], list
                 me_files.append(me_file_id)
                 bands.append(band_id)
             after = upto
+    if by_trait:
+        # the build's settings last until the savepoint is rolled back
+        with conn.begin_nested() as settings:
+            tune_group_compute(conn, lookup=False)
+            pairs = conn.execute(
+                text(STALE_BY_TRAIT_SQL), {"bands": "{" + ",".join(map(str, by_trait)) + "}"}
+            ).all()
+            settings.rollback()
+        for me_file_id, band_id in pairs:
+            me_files.append(me_file_id)
+            bands.append(band_id)
     return me_files, bands
 
 
