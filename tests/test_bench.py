@@ -1,4 +1,5 @@
-"""The benchmark's strategies: the baseline port and the engine agree, the floor writes a constant."""
+"""The benchmark's strategies: the baseline port and the engine agree, the floor writes a
+constant, the JSON floor each row's kept snapshot."""
 
 from __future__ import annotations
 
@@ -166,6 +167,21 @@ def test_the_floor_writes_through_as_many_connections_as_qsnap(fresh_db):
             ).scalar()
             == rows
         )
+
+
+def test_the_json_floor_writes_each_row_its_own_kept_snapshot(fresh_db):
+    engine = fresh_db.engine
+    bands = _bands(engine)
+    rows = _null(engine, bands)
+    assert sum(baseline_band(engine, b) for b in bands) == rows
+    keep_baseline(engine, bands)
+    with engine.connect() as conn:
+        kept = {b: stored_snapshots(conn, b) for b in bands}
+    assert any(snap["tags"] for snaps in kept.values() for snap in snaps.values())
+    _null(engine, bands)
+    assert floor_stream(engine, bands, writers=2, same_json=True) == rows
+    with engine.connect() as conn:
+        assert {b: stored_snapshots(conn, b) for b in bands} == kept
 
 
 def test_bench_dsn_refuses_a_qlarius_database_and_a_role_without_createdb(db_url, capsys):

@@ -17,7 +17,7 @@ def render(results: list[ScaleFigures]) -> str:
     for f in results[:1]:
         lines.append(_server_line(f.server, f.settings))
     lines.append(
-        f"{'scale':>9} {'rows':>9} {'strategy':<9} {'seconds':>8} {'rows/s':>9} {'peak RSS':>9}"
+        f"{'scale':>9} {'rows':>9} {'strategy':<10} {'seconds':>8} {'rows/s':>9} {'peak RSS':>9}"
     )
     for f in results:
         tags = f", {f.tags / f.scale:.1f} tags per me_file" if f.tags else ""
@@ -33,14 +33,20 @@ def render(results: list[ScaleFigures]) -> str:
                 else ""
             )
             lines.append(
-                f"{f.scale:>9,} {f.populations:>9,} {name:<9} {s.seconds:>8.2f} "
+                f"{f.scale:>9,} {f.populations:>9,} {name:<10} {s.seconds:>8.2f} "
                 f"{s.rows_per_second:>9,.0f} {s.peak_rss_mb:>6.0f} MB{via}"
             )
         speedup, floor = f.ratio("baseline", "qsnap"), f.ratio("qsnap", "floor")
         if speedup is not None and floor is not None:
+            json_floor = f.ratio("qsnap", "floor_json")
+            same_json = (
+                f" ({json_floor:.2f}x writing the same snapshots precomputed)"
+                if json_floor is not None
+                else ""
+            )
             lines.append(
                 f"{'':>9} qsnap is {speedup:.1f}x faster than the baseline and "
-                f"{floor:.2f}x the write floor; snapshots "
+                f"{floor:.2f}x the write floor{same_json}; snapshots "
                 + (
                     "jsonb-equal for every row"
                     if f.snapshots_equal
@@ -95,6 +101,7 @@ def to_json(results: list[ScaleFigures]) -> list[dict]:
             item["strategies"][name]["rows_per_second"] = round(s.rows_per_second)
         item["qsnap_speedup_over_baseline"] = f.ratio("baseline", "qsnap")
         item["qsnap_over_write_floor"] = f.ratio("qsnap", "floor")
+        item["qsnap_over_json_floor"] = f.ratio("qsnap", "floor_json")
         if f.stale is not None:
             item["stale"]["stale_over_force"] = f.stale.ratio
         if f.preview is not None:

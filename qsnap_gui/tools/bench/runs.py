@@ -31,7 +31,7 @@ from qsnap_gui.tools.bench.figures import (
     WorldOptions,
 )
 from qsnap_gui.tools.bench.servers import BenchServer
-from qsnap_gui.tools.bench.strategies import STRATEGIES, URL_VARIABLE
+from qsnap_gui.tools.bench.strategies import BASELINE_TABLE, STRATEGIES, URL_VARIABLE
 from qsnap_gui.tools.bench.worlds import (
     BENCH_TARGET,
     autovacuum,
@@ -40,7 +40,6 @@ from qsnap_gui.tools.bench.worlds import (
     scratch_name,
 )
 
-BASELINE_TABLE = "qsnap_bench_baseline"
 # the share of one band's rows the stale repair figure makes stale
 STALE_PER_MILLE = 10
 # updated_at of every row of the band before a timed repair: a row written moves it
@@ -159,6 +158,7 @@ def keep_baseline(engine: Engine, band_ids: list[int]) -> None:
             ),
             {"b": band_ids},
         )
+        conn.execute(text(f"alter table {BASELINE_TABLE} add primary key (id)"))
 
 
 def _mismatches(engine: Engine, band_ids: list[int]) -> int:

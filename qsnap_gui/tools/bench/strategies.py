@@ -1,6 +1,7 @@
 """The strategies the bench times, each in a child process of its own (``python -m
 qsnap_gui.tools.bench --strategy NAME BAND...``, the URL in QSNAP_BENCH_URL so that a password
-never shows in a process list): the original worker's port, qsnap, and the write floor."""
+never shows in a process list): the original worker's port, qsnap, the write floor (a
+constant), and the floor writing each row's own snapshot, precomputed."""
 
 from __future__ import annotations
 
@@ -23,7 +24,10 @@ from qsnap_gui.store.dsn import normalize_url
 
 BATCH = 500
 URL_VARIABLE = "QSNAP_BENCH_URL"
-STRATEGIES = ("baseline", "qsnap", "floor")
+STRATEGIES = ("baseline", "qsnap", "floor", "floor_json")
+# the port's snapshots, kept by the bench once the port has run: what every other writer is
+# compared with, and what the JSON floor writes
+BASELINE_TABLE = "qsnap_bench_baseline"
 
 
 def _null_rows(engine: Engine, band_ids: list[int]) -> list[tuple[int, int]]:
@@ -101,31 +105,37 @@ def floor_writers(rows: int) -> int:
     return WRITERS if rows >= SPLIT_ROWS else 1
 
 
-def floor_stream(engine: Engine, band_ids: list[int], writers: int | None = None) -> int:
+def floor_stream(
+    engine: Engine, band_ids: list[int], writers: int | None = None, same_json: bool = False
+) -> int:
     """What the writes alone cost: the bands' rows as one stream of batches in id order (as
     qsnap streams a target's bands), each batch one transaction writing a constant, through
-    as many connections at once as qsnap writes with."""
+    as many connections at once as qsnap writes with.
+
+    ``same_json`` writes each row's own snapshot from BASELINE_TABLE instead: the snapshot
+    GIN index takes an entry per key and value, so writing real snapshots costs more than
+    writing one constant with a single key, whoever computes them."""
     rows = _null_rows(engine, band_ids)
     batches: queue.SimpleQueue[list[int] | None] = queue.SimpleQueue()
     for start in range(0, len(rows), BATCH):
         batches.put([pid for pid, _ in rows[start : start + BATCH]])
     count = writers or floor_writers(len(rows))
     failures: list[BaseException] = []
+    now = "date_trunc('second', now() at time zone 'UTC')"
+    write = text(
+        f"update target_populations tp set matching_tags_snapshot = b.snap, updated_at = {now} "
+        f"from {BASELINE_TABLE} b where b.id = tp.id and tp.id = any(:ids) and b.id = any(:ids)"
+        if same_json
+        else "update target_populations set matching_tags_snapshot = '{\"tags\": []}', "
+        f"updated_at = {now} where id = any(:ids)"
+    )
 
     def writer() -> None:
         try:
             while (ids := batches.get()) is not None:
                 with engine.begin() as conn:
                     conn.execute(text("set local synchronous_commit = off"))
-                    conn.execute(
-                        text(
-                            "update target_populations "
-                            "set matching_tags_snapshot = '{\"tags\": []}', "
-                            "updated_at = date_trunc('second', now() at time zone 'UTC') "
-                            "where id = any(:ids)"
-                        ),
-                        {"ids": ids},
-                    )
+                    conn.execute(write, {"ids": ids})
         except BaseException as exc:  # reported by the caller, never lost with its thread
             failures.append(exc)
 
@@ -162,10 +172,10 @@ def run_strategy(strategy: str, url: str, band_ids: list[int]) -> tuple[int, flo
     started = time.perf_counter()
     if strategy == "qsnap":
         written = qsnap_bands(engine, band_ids)
-    elif strategy == "floor":
+    elif strategy in ("floor", "floor_json"):
         connections = floor_writers(len(_null_rows(engine, band_ids)))
         started = time.perf_counter()
-        written = floor_stream(engine, band_ids, connections)
+        written = floor_stream(engine, band_ids, connections, strategy == "floor_json")
     else:
         totals: list[int] = []
         threads = [
@@ -189,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) < 3 or args[0] != "--strategy" or args[1] not in STRATEGIES or not url:
         print(
             f"usage: {URL_VARIABLE}=URL python -m qsnap_gui.tools.bench "
-            "--strategy baseline|qsnap|floor BAND...",
+            f"--strategy {'|'.join(STRATEGIES)} BAND...",
             file=sys.stderr,
         )
         return 2
