@@ -594,3 +594,36 @@ def test_a_writer_that_cannot_connect_fails_every_band_clearly(small_bands, monk
         for band in bands:
             assert set(stored_snapshots(conn, band).values()) == {None}
         assert locks.held_elsewhere(conn, locks.BAND, bands) == set()
+
+
+def test_a_build_by_trait_never_probes_the_tags_row_by_row(fresh_db):
+    """Read by trait, the bands' trait ids must never become an index condition beside each
+    row's me_file: the planner, left free, probed the (me_file_id, trait_id) index once per row
+    with every trait id (at a million rows a build that had not begun to return after 10
+    minutes). The test world is small enough for the planner to want that probe."""
+    engine = fresh_db.engine
+    with engine.connect() as conn:
+        snapshot_sql.prepare_group(conn, TARGET_BANDS, Mode.FORCE, 500)
+        conn.commit()
+        build = "explain (format json) " + snapshot_sql.group_batches_sql(lookup=False)
+
+        def probes() -> list[dict]:
+            tree = conn.execute(text(build)).scalar()[0]["Plan"]
+            conn.rollback()
+            return [
+                n
+                for n in plan_nodes(tree)
+                if n["Node Type"] == "Nested Loop"
+                and any(c.get("Relation Name") == "me_file_tags" for c in plan_nodes(n))
+            ]
+
+        conn.execute(text("set local enable_indexscan = off"))
+        assert probes(), "the planner wants a probe per row here: this test can fail"
+        snapshot_sql.tune_group_compute(conn, lookup=False)
+        assert probes() == []
+
+
+def plan_nodes(node: dict):
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)
