@@ -14,6 +14,7 @@ from qsnap_gui.tools.bench.figures import (
     StaleFigures,
     StrategyFigures,
     ViewFigures,
+    ViewTiming,
     WorldOptions,
 )
 from qsnap_gui.tools.bench.render import many_to_json, render, render_many, to_json
@@ -41,6 +42,7 @@ __all__ = [
     "StaleFigures",
     "StrategyFigures",
     "ViewFigures",
+    "ViewTiming",
     "WorldOptions",
     "autovacuum",
     "baseline_band",

@@ -18,14 +18,24 @@ class StrategyFigures:
 
 
 @dataclass
-class ViewFigures:
-    """Median seconds of the views' reads, taken while a snapshot job of the target runs."""
+class ViewTiming:
+    """Seconds of one view's reads, taken again and again from the job's first commit to its
+    end: the table changes under them all along."""
 
-    targets_seconds: float  # the window's targets list
-    cli_targets_seconds: float  # `qsnap targets`, orphans included
-    bands_seconds: float  # the band table's population and missing counts
-    shapes_seconds: float  # the per-shape counts the window reads in the background
-    during_job: bool  # whether the job was still running when the last read ended
+    median: float
+    worst: float
+
+
+@dataclass
+class ViewFigures:
+    """The views' reads while a snapshot job of the whole target runs in another process."""
+
+    targets: ViewTiming  # the window's targets list
+    cli_targets: ViewTiming  # `qsnap targets`, orphans included
+    bands: ViewTiming  # the band table's population and missing counts
+    shapes_seconds: float  # the per-shape counts the window reads in the background, once
+    rounds: int  # how many times each view was read
+    rounds_during_job: int  # of which the rounds that ended with the job still running
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from qsnap_gui.tools.bench.figures import ManyTargetsFigures, ScaleFigures
+from qsnap_gui.tools.bench.figures import ManyTargetsFigures, ScaleFigures, ViewTiming
 
 
 def _server_line(label: str, settings: dict[str, str]) -> str:
@@ -85,12 +85,17 @@ def render(results: list[ScaleFigures]) -> str:
         if f.views is not None:
             v = f.views
             lines.append(
-                f"{'':>9} views {'during' if v.during_job else 'after'} a snapshot job: "
-                f"targets list {v.targets_seconds:.2f}s (command line, orphans counted: "
-                f"{v.cli_targets_seconds:.2f}s), band table {v.bands_seconds:.2f}s, "
-                f"per-shape counts {v.shapes_seconds:.2f}s in the background"
+                f"{'':>9} views while a snapshot job of the target runs (median, worst of "
+                f"{v.rounds} reads, {v.rounds_during_job} of them while it ran): targets list "
+                f"{_timing(v.targets)} (command line, orphans counted: {_timing(v.cli_targets)}), "
+                f"band table {_timing(v.bands)}, per-shape counts {v.shapes_seconds:.2f}s once in "
+                "the background"
             )
     return "\n".join(lines)
+
+
+def _timing(t: ViewTiming) -> str:
+    return f"{t.median:.2f}s, {t.worst:.2f}s"
 
 
 def to_json(results: list[ScaleFigures]) -> list[dict]:

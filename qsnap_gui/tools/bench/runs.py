@@ -9,6 +9,7 @@ import os
 import statistics
 import subprocess
 import time
+from contextlib import suppress
 
 from sqlalchemy import Engine, text
 
@@ -28,6 +29,7 @@ from qsnap_gui.tools.bench.figures import (
     StaleFigures,
     StrategyFigures,
     ViewFigures,
+    ViewTiming,
     WorldOptions,
 )
 from qsnap_gui.tools.bench.servers import BenchServer
@@ -333,10 +335,21 @@ def median_seconds(read, runs: int = 3) -> float:
 
 def views_during_job(engine: Engine, url: str, band_ids: list[int]) -> ViewFigures:
     """Time the window's and the command line's views while `qsnap snapshot --target` fills
-    every snapshot of the benchmark target in another process."""
+    every snapshot of the benchmark target in another process: from its first commit to its
+    end, a round of reads every second or so, as an operator clicking around would."""
     from qsnap_gui.engine import targets, views
     from qsnap_gui.store import queries
 
+    def cli_targets() -> None:
+        with engine.connect() as conn:
+            targets.list_targets(conn, orphans=True)
+
+    reads = {
+        "targets": lambda: views.list_targets(engine),
+        "cli_targets": cli_targets,
+        "bands": lambda: views.list_bands(engine, BENCH_TARGET, shapes=False),
+    }
+    times: dict[str, list[float]] = {name: [] for name in reads}
     prepare(engine)
     with engine.connect() as conn:
         before = sum(c.missing for c in queries.band_counts(conn, band_ids).values())
@@ -354,20 +367,25 @@ def views_during_job(engine: Engine, url: str, band_ids: list[int]) -> ViewFigur
             if now < before:
                 break
             time.sleep(0.05)
-
-        def cli_targets() -> None:
-            with engine.connect() as conn:
-                targets.list_targets(conn, orphans=True)
-
-        figures = ViewFigures(
-            targets_seconds=median_seconds(lambda: views.list_targets(engine)),
-            cli_targets_seconds=median_seconds(cli_targets),
-            bands_seconds=median_seconds(
-                lambda: views.list_bands(engine, BENCH_TARGET, shapes=False)
-            ),
-            shapes_seconds=median_seconds(lambda: views.band_shape_counts(engine, band_ids)),
-            during_job=job.poll() is None,
-        )
+        shapes_seconds = median_seconds(lambda: views.band_shape_counts(engine, band_ids), 1)
+        rounds_during_job = 0
+        while True:
+            for name, read in reads.items():
+                times[name].append(median_seconds(read, 1))
+            if job.poll() is not None:
+                break
+            rounds_during_job += 1
+            with suppress(subprocess.TimeoutExpired):
+                job.wait(timeout=1)
     finally:
         job.wait()
-    return figures
+    timing = {
+        name: ViewTiming(statistics.median(seconds), max(seconds))
+        for name, seconds in times.items()
+    }
+    return ViewFigures(
+        **timing,
+        shapes_seconds=shapes_seconds,
+        rounds=len(times["targets"]),
+        rounds_during_job=rounds_during_job,
+    )
