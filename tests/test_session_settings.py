@@ -52,6 +52,8 @@ def test_every_setting_is_back_to_the_servers_after_the_jobs(fresh_db):
             text("update target_populations set matching_tags_snapshot = null where id % 3 = 0")
         )
     assert snapshot_band(engine, bands[0], mode="force").rows_total > 0
+    # and through writer connections, which turn nested loops off for their session
+    assert snapshot_band(engine, bands[1], mode="force", split_rows=1, writers=2).rows_total > 0
     assert all(r.state.name == "SUCCEEDED" for r in snapshot_bands(engine, bands))
     with engine.connect() as conn:
         assert preview_refresh(conn, 2).bands

@@ -272,7 +272,8 @@ def carry_sql(
         select tp.me_file_id, tp.matching_tags_snapshot{kept_band} from {unchanged_from}
         join target_populations tp
           on tp.id = {unchanged_from}.id and tp.target_band_id = {row_band}
-        where not exists (select 1 from u where u.id = {unchanged_from}.id)
+        where tp.id = any(array(select id from {unchanged_from}))
+          and not exists (select 1 from u where u.id = {unchanged_from}.id)
           and {good_sql("tp.matching_tags_snapshot", "tp.me_file_id")}
     )"""
     # the batch's me_file ids as an index condition: a plain join of the CTE was planned as a
