@@ -159,3 +159,26 @@ def test_a_command_imports_only_what_it_runs(db_url):
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])
     assert result == {"code": 0, "parser_loads_sqlalchemy": False, "loaded": []}
+
+
+# the embedded server's own command opens no database: it needs no database library at all
+IMPORTS_OF_SERVER_PATH = """
+import json, sys
+from qsnap_gui.cli.main import main
+code = main(["server", "path"])
+print(json.dumps({"code": code, "sqlalchemy": "sqlalchemy" in sys.modules,
+                  "psycopg": "psycopg" in sys.modules}))
+"""
+
+
+def test_the_server_command_starts_without_a_database_library(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-c", IMPORTS_OF_SERVER_PATH],
+        env={**os.environ, "QSNAP_DATA_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result == {"code": 0, "sqlalchemy": False, "psycopg": False}

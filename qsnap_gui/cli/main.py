@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from qsnap_gui import __version__
 from qsnap_gui.domain.errors import JobFailed, QsnapError
@@ -17,6 +18,9 @@ from qsnap_gui.domain.jobs import DEFAULT_BATCH_SIZE, Mode
 from qsnap_gui.domain.oban import ALL_STATES
 from qsnap_gui.logs import setup_logging
 from qsnap_gui.store.embedded import BULK_ME_FILES, use_bulk_sizing
+
+if TYPE_CHECKING:
+    from qsnap_gui.store.db import Database
 
 
 def engine_options(p: argparse.ArgumentParser, *, wait: bool) -> None:
@@ -321,11 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
 def size_embedded_server(args: argparse.Namespace) -> None:
     """Bulk sizing for the embedded server: for ``bench``, and for a demo of more than
     BULK_ME_FILES me_files made there; every other use gets the modest desktop sizing."""
-    from qsnap_gui.store.dsn import resolve_url
-
     reason = getattr(args, "bulk_server", None)
-    if args.command == "demo" and args.me_files > BULK_ME_FILES and resolve_url(args.dsn) is None:
-        reason = f"a demo of {args.me_files:,} me_files"
+    if args.command == "demo" and args.me_files > BULK_ME_FILES:
+        from qsnap_gui.store.dsn import resolve_url
+
+        if resolve_url(args.dsn) is None:
+            reason = f"a demo of {args.me_files:,} me_files"
     if reason:
         use_bulk_sizing(reason)
 
@@ -357,16 +362,19 @@ def command_handler(args: argparse.Namespace):
     return getattr(importlib.import_module(f"qsnap_gui.cli.{module}"), function)
 
 
+def _database_error() -> type[Exception]:
+    """SQLAlchemy's database error, imported only when an exception is being matched: a
+    command without a database (``qsnap server``) starts without SQLAlchemy."""
+    from sqlalchemy.exc import DBAPIError
+
+    return DBAPIError
+
+
 def main(argv: list[str] | None = None) -> int:
     setup_logging("qsnap")
     show_server_notices()
     parser = build_parser()
     args = parser.parse_args(argv)
-    from sqlalchemy.exc import DBAPIError
-
-    from qsnap_gui.store.db import Database, open_database, server_reason
-    from qsnap_gui.store.dsn import mask_text
-
     db: Database | None = None
     started = time.monotonic()
     try:
@@ -374,6 +382,8 @@ def main(argv: list[str] | None = None) -> int:
         size_embedded_server(args)
         if getattr(args, "no_database", False):
             return handler(args, None)
+        from qsnap_gui.store.db import open_database
+
         db = open_database(
             args.dsn,
             check_schema=not getattr(args, "schema_free", False),
@@ -387,7 +397,10 @@ def main(argv: list[str] | None = None) -> int:
     except QsnapError as exc:
         print(f"qsnap: {exc}", file=sys.stderr)
         return exc.exit_code
-    except DBAPIError as exc:
+    except _database_error() as exc:
+        from qsnap_gui.store.db import server_reason
+        from qsnap_gui.store.dsn import mask_text
+
         where = db.where if db else "the database"
         secret = db.url if db else None
         print(
